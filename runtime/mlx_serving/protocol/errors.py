@@ -1,0 +1,144 @@
+"""Error codes of the wire protocol and the exceptions that map onto them.
+
+Handlers raise these; the dispatcher turns them into JSON-RPC error objects. Anything
+else raised by a handler becomes -32603 without leaking its message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+MODEL_LOAD_ERROR = -32001
+GENERATION_ERROR = -32002
+TOKENIZER_ERROR = -32003
+GUIDANCE_ERROR = -32004
+MODEL_NOT_LOADED = -32005
+OVERLOADED = -32006
+CANCELLED = -32007
+RUNTIME_ERROR = -32099
+
+
+class ValidationIssue(msgspec.Struct, kw_only=True):
+    path: str
+    message: str
+    code: str
+
+
+class ValidationErrorData(msgspec.Struct, kw_only=True, tag="ValidationError", tag_field="type"):
+    """`error.data` of -32602: `field` is the dotted path of the first offending field."""
+
+    field: str
+    issues: list[ValidationIssue]
+
+
+class ModelErrorData(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """`error.data` of the application errors (-32001 … -32099)."""
+
+    model_id: str | None = None
+    stream_id: str | None = None
+    detail: str | None = None
+
+
+class ErrorObject(msgspec.Struct, kw_only=True, omit_defaults=True):
+    code: int
+    message: str
+    data: ValidationErrorData | ModelErrorData | None = None
+
+
+class RpcError(Exception):
+    """An error that reaches the client as a JSON-RPC error object."""
+
+    code = RUNTIME_ERROR
+
+    def __init__(self, message: str, *, data: Any = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        if code is not None:
+            self.code = code
+
+    def to_object(self) -> ErrorObject:
+        return ErrorObject(code=self.code, message=self.message, data=self.data)
+
+
+class InvalidParams(RpcError):
+    code = INVALID_PARAMS
+
+    def __init__(self, field: str, message: str, issue_code: str = "invalid") -> None:
+        data = ValidationErrorData(
+            field=field,
+            issues=[ValidationIssue(path=field, message=message, code=issue_code)],
+        )
+        super().__init__(f"Invalid params: {field}: {message}", data=data)
+        self.field = field
+
+
+class AppError(RpcError):
+    """An application error (-32001 … -32099) carrying `{model_id, stream_id}` as data."""
+
+    def __init__(
+        self, message: str, *, model_id: str | None = None, stream_id: str | None = None
+    ) -> None:
+        super().__init__(message, data=ModelErrorData(model_id=model_id, stream_id=stream_id))
+
+
+class ModelLoadError(AppError):
+    code = MODEL_LOAD_ERROR
+
+
+class GenerationError(AppError):
+    code = GENERATION_ERROR
+
+
+class TokenizerError(AppError):
+    code = TOKENIZER_ERROR
+
+
+class GuidanceError(AppError):
+    code = GUIDANCE_ERROR
+
+
+class ModelNotLoaded(AppError):
+    code = MODEL_NOT_LOADED
+
+
+class Overloaded(AppError):
+    code = OVERLOADED
+
+
+class Cancelled(AppError):
+    code = CANCELLED
+
+
+class NotAvailable(AppError):
+    """A method of the protocol that this build does not serve yet."""
+
+    code = RUNTIME_ERROR
+
+
+def invalid_params_from_msgspec(exc: msgspec.ValidationError) -> InvalidParams:
+    """Turn msgspec's `... - at `$.a.b[0]`` message into a -32602 naming the field."""
+    text = str(exc)
+    message, sep, path = text.rpartition(" - at `")
+    if not sep:
+        message, path = text, "$`"
+    path = path.rstrip("`")
+    field = path[2:] if path.startswith("$.") else ("" if path == "$" else path.lstrip("$"))
+    issue_code = "invalid_type"
+    if message.startswith("Object missing required field `"):
+        missing = message.split("`")[1]
+        field = f"{field}.{missing}" if field else missing
+        issue_code = "missing"
+    elif any(op in message for op in (">=", "<=", " > ", " < ", "length")):
+        issue_code = "out_of_range"
+    elif not message.startswith("Expected"):
+        issue_code = "invalid"
+    return InvalidParams(field or "params", message, issue_code)

@@ -1,0 +1,241 @@
+"""Params and results of every method: the one declaration of the wire's request side.
+
+Params Structs ignore unknown fields on purpose (compat clients send extras such as
+`streaming` or `draft`); wrong types and out-of-range values of known fields are errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+UNSET = msgspec.UNSET
+
+MiB = 1024 * 1024
+
+NonEmptyStr = Annotated[str, Meta(min_length=1, max_length=1024)]
+TokenId = Annotated[int, Meta(ge=0)]
+Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
+Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
+
+
+class Empty(msgspec.Struct, kw_only=True):
+    """Params of the methods that take none (a client may still send `{}` or `[]`)."""
+
+
+# -- runtime -------------------------------------------------------------------------------
+
+
+class MemoryInfo(msgspec.Struct, kw_only=True):
+    rss: int
+    vms: int
+
+
+class Limits(msgspec.Struct, kw_only=True):
+    max_frame_bytes: int
+    max_output_line_bytes: int
+    max_tokens: int
+    max_temperature: float
+    max_prompt_bytes: int
+    max_active_streams: int
+
+
+class RuntimeInfo(msgspec.Struct, kw_only=True):
+    version: str
+    mlx_version: str
+    mlx_lm_version: str
+    protocol: str
+    capabilities: list[str]
+    mlx_supported: bool
+    memory: MemoryInfo
+    backend: Literal["metal", "cuda", "cpu"]
+    native: dict[str, bool]
+    limits: Limits
+
+
+class LoadedModelState(msgspec.Struct, kw_only=True):
+    model_id: str
+    state: Literal["ready"]
+    type: Literal["text", "vision"]
+
+
+class RuntimeState(msgspec.Struct, kw_only=True):
+    loaded_models: list[LoadedModelState]
+    active_streams: int
+    restart_count: int
+
+
+class Success(msgspec.Struct, kw_only=True):
+    success: bool = True
+
+
+# -- models --------------------------------------------------------------------------------
+
+
+class LoadModelParams(msgspec.Struct, kw_only=True):
+    model_id: NonEmptyStr
+    local_path: str | None = None
+    revision: str | None = None
+    quantization: str | None = None
+    context_length: Annotated[int, Meta(ge=1)] | None = None
+    trust_remote_code: bool = False
+    draft: bool = False
+
+
+class LoadModelResult(msgspec.Struct, kw_only=True):
+    model_id: str
+    state: Literal["ready"]
+    context_length: int
+    parameter_count: int
+    dtype: str
+    is_vision_model: bool
+    cached_path: str
+    draft: bool = False
+
+
+class UnloadModelParams(msgspec.Struct, kw_only=True):
+    model_id: NonEmptyStr
+
+
+# -- tokenizer -----------------------------------------------------------------------------
+
+
+class TokenizeParams(msgspec.Struct, kw_only=True):
+    model_id: NonEmptyStr
+    text: Annotated[str, Meta(max_length=16 * MiB)]
+    add_special_tokens: bool = True
+
+
+class TokenizeResult(msgspec.Struct, kw_only=True):
+    tokens: list[int]
+    token_strings: list[str]
+
+
+class DetokenizeParams(msgspec.Struct, kw_only=True):
+    model_id: NonEmptyStr
+    tokens: list[TokenId]
+    skip_special_tokens: bool = False
+
+
+class DetokenizeResult(msgspec.Struct, kw_only=True):
+    text: str
+
+
+class BatchTokenizeParams(msgspec.Struct, kw_only=True):
+    requests: Annotated[list[TokenizeParams], Meta(max_length=1024)]
+
+
+class ItemError(msgspec.Struct, kw_only=True):
+    code: int
+    message: str
+
+
+class BatchItemResult(msgspec.Struct, kw_only=True):
+    """One entry of a batch result: `error` is the message string (compat clients do
+    `new Error(error)`); `error_code` and `error_data` carry the rest."""
+
+    success: bool
+    result: object | None = None
+    error: str | None = None
+    error_code: int | None = None
+    error_data: object | None = None
+
+
+class BatchResult(msgspec.Struct, kw_only=True):
+    results: list[BatchItemResult]
+
+
+# -- drafts --------------------------------------------------------------------------------
+
+
+class CheckDraftParams(msgspec.Struct, kw_only=True):
+    primary_id: NonEmptyStr
+    draft_id: NonEmptyStr
+
+
+class BatchCheckDraftParams(msgspec.Struct, kw_only=True):
+    requests: Annotated[list[CheckDraftParams], Meta(max_length=1024)]
+
+
+# -- generation ----------------------------------------------------------------------------
+
+
+class TextPart(msgspec.Struct, kw_only=True, tag="text", tag_field="type"):
+    text: str
+
+
+class ImagePart(msgspec.Struct, kw_only=True, tag="image", tag_field="type"):
+    image: str
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: NonEmptyStr
+    content: str | list[TextPart | ImagePart]
+
+
+class JsonSchemaGuidance(msgspec.Struct, kw_only=True, tag="json_schema", tag_field="mode"):
+    schema: dict[str, object]
+
+
+class RegexGuidance(msgspec.Struct, kw_only=True, tag="regex", tag_field="mode"):
+    pattern: str
+
+
+class GrammarGuidance(msgspec.Struct, kw_only=True, tag="grammar", tag_field="mode"):
+    grammar: str
+
+
+Guidance = JsonSchemaGuidance | RegexGuidance | GrammarGuidance
+
+
+class GenerateParams(msgspec.Struct, kw_only=True):
+    """A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;
+    upper bounds that depend on configuration (max_tokens, temperature) are checked by the
+    handler against the runtime's limits."""
+
+    model_id: NonEmptyStr
+    prompt: Annotated[str, Meta(max_length=1 * MiB)] = ""
+    prompt_tokens: list[TokenId] | None = None
+    messages: list[ChatMessage] | None = None
+    stream_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    max_tokens: Annotated[int, Meta(ge=1)] = 512
+    temperature: Annotated[float, Meta(ge=0.0)] = 0.7
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] = 1.0
+    top_k: Annotated[int, Meta(ge=0)] = 0
+    min_p: Unit = 0.0
+    presence_penalty: Penalty = 0.0
+    frequency_penalty: Penalty = 0.0
+    repetition_penalty: Annotated[float, Meta(gt=0.0)] | None = None
+    repetition_context_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 20
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
+    stop_sequences: Annotated[
+        list[Annotated[str, Meta(min_length=1, max_length=100)]], Meta(max_length=10)
+    ] = []
+    stop_token_ids: Annotated[list[TokenId], Meta(max_length=100)] = []
+    logit_bias: dict[int, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0
+    guidance: Guidance | None = None
+    draft_model: str | None = None
+    num_draft_tokens: Annotated[int, Meta(ge=1, le=64)] = 3
+    include_cumulative_text: bool = False
+
+
+class GenerateResult(msgspec.Struct, kw_only=True):
+    stream_id: str
+    started_at: float
+
+
+class BatchGenerateParams(msgspec.Struct, kw_only=True):
+    requests: Annotated[list[GenerateParams], Meta(max_length=1024)]
+
+
+class CancelParams(msgspec.Struct, kw_only=True):
+    stream_id: Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class CancelResult(msgspec.Struct, kw_only=True):
+    stream_id: str
+    cancelled: bool
