@@ -28,21 +28,21 @@ class RequestFrame(msgspec.Struct, kw_only=True):
 
 
 class ResultFrame(msgspec.Struct, kw_only=True):
+    jsonrpc: str = "2.0"
     id: msgspec.Raw
     result: Any
-    jsonrpc: str = "2.0"
 
 
 class ErrorFrame(msgspec.Struct, kw_only=True):
+    jsonrpc: str = "2.0"
     id: msgspec.Raw
     error: ErrorObject
-    jsonrpc: str = "2.0"
 
 
 class NotificationFrame(msgspec.Struct, kw_only=True):
+    jsonrpc: str = "2.0"
     method: str
     params: Any
-    jsonrpc: str = "2.0"
 
 
 NULL_ID = msgspec.Raw(b"null")

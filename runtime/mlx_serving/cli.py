@@ -1,0 +1,51 @@
+"""`mlx-serving-runtime` / `python -m mlx_serving`: serve the protocol on stdio, or run a
+helper subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("MLX_SERVING_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.INFO),
+        format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlx-serving-runtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve JSON-RPC on stdin/stdout (the default)")
+    demo = sub.add_parser("demo", help="spawn the runtime and stream a demo answer")
+    demo.add_argument("--model", help="model directory (default: a generated demo model)")
+    demo.add_argument("--prompt", default="Tell me about the sea.")
+    demo.add_argument("--max-tokens", type=int, default=64)
+    make = sub.add_parser("make-model", help="write a small random-weight test model")
+    make.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    _configure_logging()
+
+    if args.command in (None, "serve"):
+        from .server import run
+
+        return run()
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.model, args.prompt, args.max_tokens)
+    if args.command == "make-model":
+        from .testing.make_model import main as make_main
+
+        return make_main(args.args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,242 @@
+"""JSON-RPC 2.0: frames in, method table lookup, frames out.
+
+Each request is decoded once into its method's params Struct, run on the reader thread
+(cheap methods) or on a worker pool, and answered through `send`. Handler exceptions
+become JSON-RPC errors; nothing a handler raises can stop the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from .protocol.envelope import NULL_ID, ErrorFrame, RequestFrame, ResultFrame, valid_id
+from .protocol.errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    ErrorObject,
+    InvalidParams,
+    Overloaded,
+    RpcError,
+    invalid_params_from_msgspec,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A result plus work that must wait until the client has read it (a stream's tokens
+    must not overtake the response that tells the client the stream id)."""
+
+    result: Any
+    after_sent: Callable[[], None]
+    on_dropped: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class Method:
+    params: type[msgspec.Struct]
+    handler: Callable[[Any], Any]
+    # Cheap methods are answered on the reader thread, so they never queue behind loads.
+    inline: bool = False
+    decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder", msgspec.json.Decoder(self.params))
+
+
+@dataclass
+class _Outcome:
+    frame: bytes | None = None
+    after_sent: Callable[[], None] | None = None
+    on_dropped: Callable[[], None] | None = None
+
+
+_request_decoder = msgspec.json.Decoder(RequestFrame)
+_batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def encode_error(request_id: msgspec.Raw, code: int, message: str, data: Any = None) -> bytes:
+    return _encoder.encode(
+        ErrorFrame(id=request_id, error=ErrorObject(code=code, message=message, data=data))
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        methods: dict[str, Method],
+        send: Callable[[bytes], None],
+        executor: Executor,
+        max_pending: int,
+        max_output_line_bytes: int,
+    ) -> None:
+        self._methods = methods
+        self._send = send
+        self._executor = executor
+        self._max_line = max_output_line_bytes
+        self._pending = threading.BoundedSemaphore(max_pending)
+
+    def handle_line(self, line: bytes) -> None:
+        stripped = line.strip()
+        if not stripped:
+            return
+        if stripped[:1] == b"[":
+            self._handle_batch(stripped)
+            return
+        try:
+            frame = _request_decoder.decode(stripped)
+        except msgspec.ValidationError:
+            self._send(self._invalid_request(stripped))
+            return
+        except msgspec.DecodeError:
+            self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error"))
+            return
+        self._dispatch(frame, self._deliver)
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def _handle_batch(self, line: bytes) -> None:
+        try:
+            entries = _batch_decoder.decode(line)
+        except msgspec.DecodeError:
+            self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error"))
+            return
+        if not entries:
+            self._send(encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request: empty batch"))
+            return
+        collector = _BatchCollector(len(entries), self._deliver_batch)
+        for entry in entries:
+            try:
+                frame = _request_decoder.decode(entry)
+            except msgspec.DecodeError:
+                collector.add(_Outcome(frame=self._invalid_request(bytes(entry))))
+                continue
+            self._dispatch(frame, collector.add)
+
+    def _deliver_batch(self, outcomes: list[_Outcome]) -> None:
+        frames = [o.frame for o in outcomes if o.frame is not None]
+        if frames:
+            self._send(b"[" + b",".join(frames) + b"]")
+        for outcome in outcomes:
+            if outcome.after_sent is not None:
+                outcome.after_sent()
+
+    # -- single requests -------------------------------------------------------------------
+
+    def _deliver(self, outcome: _Outcome) -> None:
+        if outcome.frame is not None:
+            self._send(outcome.frame)
+        if outcome.after_sent is not None:
+            outcome.after_sent()
+
+    def _dispatch(self, frame: RequestFrame, done: Callable[[_Outcome], None]) -> None:
+        request_id = NULL_ID if frame.id is msgspec.UNSET else frame.id
+        if frame.jsonrpc != "2.0" or not valid_id(request_id):
+            done(_Outcome(frame=encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request")))
+            return
+        method = self._methods.get(frame.method)
+        if method is None:
+            done(self._reply_error(frame, METHOD_NOT_FOUND, f"Method not found: {frame.method}"))
+            return
+        if method.inline:
+            done(self._run(method, frame))
+            return
+        if not self._pending.acquire(blocking=False):
+            error = Overloaded("too many requests in flight; retry later")
+            done(self._reply_error(frame, error.code, error.message, error.data))
+            return
+
+        def work() -> None:
+            try:
+                done(self._run(method, frame))
+            finally:
+                self._pending.release()
+
+        self._executor.submit(work)
+
+    def _run(self, method: Method, frame: RequestFrame) -> _Outcome:
+        try:
+            params = self._decode_params(method, frame.params)
+            result = method.handler(params)
+        except RpcError as exc:
+            return self._reply_error(frame, exc.code, exc.message, exc.data)
+        except msgspec.ValidationError as exc:
+            error = invalid_params_from_msgspec(exc)
+            return self._reply_error(frame, error.code, error.message, error.data)
+        except Exception:
+            log.exception("internal error in %s", frame.method)
+            return self._reply_error(frame, INTERNAL_ERROR, "Internal error")
+        after_sent = on_dropped = None
+        if isinstance(result, Deferred):
+            result, after_sent, on_dropped = result.result, result.after_sent, result.on_dropped
+        if frame.is_notification:
+            return _Outcome(after_sent=after_sent)
+        assert not isinstance(frame.id, msgspec.UnsetType)
+        encoded = _encoder.encode(ResultFrame(id=frame.id, result=result))
+        if len(encoded) > self._max_line:
+            if on_dropped is not None:
+                on_dropped()
+            return self._reply_error(
+                frame, INTERNAL_ERROR, f"result exceeds the {self._max_line}-byte line limit"
+            )
+        return _Outcome(frame=encoded, after_sent=after_sent)
+
+    @staticmethod
+    def _decode_params(method: Method, raw: msgspec.Raw | msgspec.UnsetType) -> Any:
+        if isinstance(raw, msgspec.UnsetType) or bytes(raw) in (b"null", b"[]"):
+            raw = msgspec.Raw(b"{}")
+        elif bytes(raw)[:1] != b"{":
+            raise InvalidParams("params", "must be an object of named parameters")
+        return method.decoder.decode(raw)
+
+    @staticmethod
+    def _reply_error(frame: RequestFrame, code: int, message: str, data: Any = None) -> _Outcome:
+        if frame.is_notification:
+            log.info("error in notification %s: %s", frame.method, message)
+            return _Outcome()
+        assert not isinstance(frame.id, msgspec.UnsetType)
+        return _Outcome(frame=encode_error(frame.id, code, message, data))
+
+    @staticmethod
+    def _invalid_request(raw: bytes) -> bytes:
+        """-32600, echoing the id when the malformed request still had a usable one."""
+        request_id = NULL_ID
+        try:
+            value = _any_decoder.decode(raw)
+        except msgspec.DecodeError:
+            value = None
+        if isinstance(value, dict) and "id" in value:
+            candidate = msgspec.Raw(_encoder.encode(value["id"]))
+            if valid_id(candidate) and not isinstance(value["id"], bool):
+                request_id = candidate
+        return encode_error(request_id, INVALID_REQUEST, "Invalid Request")
+
+
+class _BatchCollector:
+    """Gathers the outcomes of one batch's entries, which finish on different threads."""
+
+    def __init__(self, size: int, deliver: Callable[[list[_Outcome]], None]) -> None:
+        self._remaining = size
+        self._outcomes: list[_Outcome] = []
+        self._deliver = deliver
+        self._lock = threading.Lock()
+
+    def add(self, outcome: _Outcome) -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+            self._remaining -= 1
+            complete = self._remaining == 0
+        if complete:
+            self._deliver(self._outcomes)

@@ -1,0 +1,228 @@
+"""The one interface between the protocol handlers and everything that touches MLX."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from ..config import Settings
+from ..protocol.errors import InvalidParams, ModelLoadError, TokenizerError
+from ..protocol.methods import (
+    ChatMessage,
+    DetokenizeResult,
+    GenerateParams,
+    LoadModelParams,
+    LoadModelResult,
+    TextPart,
+    TokenizeResult,
+)
+from .loader import LoadedModel, load_model, resolve_model_dir
+from .registry import ModelRegistry
+from .sampling import SamplingSettings, make_processors, make_sampler
+from .scheduler import Scheduler
+from .stream import StreamRequest, StreamSink
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(self, settings: Settings, sink: StreamSink) -> None:
+        self.settings = settings
+        self.models = ModelRegistry()
+        self.scheduler = Scheduler(sink, settings.limits.max_active_streams)
+
+    # -- models ----------------------------------------------------------------------------
+
+    def load(self, params: LoadModelParams) -> LoadModelResult:
+        model_dir = resolve_model_dir(params.model_id, params.local_path, params.revision)
+        if params.quantization:
+            raise ModelLoadError(
+                "on-the-fly quantization is not supported; load a quantized model directory",
+                model_id=params.model_id,
+            )
+        loaded = load_model(
+            params.model_id,
+            model_dir,
+            context_length=params.context_length,
+            trust_remote_code=params.trust_remote_code,
+            draft=params.draft,
+        )
+        previous = self.models.put(loaded)
+        if previous is not None:
+            self.scheduler.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
+        log.info("loaded %s from %s", params.model_id, model_dir)
+        return LoadModelResult(
+            model_id=loaded.model_id,
+            state="ready",
+            context_length=loaded.context_length,
+            parameter_count=loaded.parameter_count,
+            dtype=loaded.dtype,
+            is_vision_model=False,
+            cached_path=str(loaded.path),
+            draft=loaded.draft,
+        )
+
+    def unload(self, model_id: str) -> None:
+        if self.models.remove(model_id) is not None:
+            self.scheduler.fail_model(model_id, f"model '{model_id}' was unloaded")
+
+    # -- tokenizer -------------------------------------------------------------------------
+
+    def tokenize(self, model_id: str, text: str, add_special_tokens: bool) -> TokenizeResult:
+        tokenizer = self.models.get(model_id).tokenizer
+        try:
+            tokens: list[int] = tokenizer.encode(text, add_special_tokens=add_special_tokens)
+            strings: list[str] = tokenizer.convert_ids_to_tokens(tokens)
+        except Exception as exc:
+            raise TokenizerError(f"tokenization failed: {exc}", model_id=model_id) from exc
+        return TokenizeResult(tokens=tokens, token_strings=strings)
+
+    def detokenize(
+        self, model_id: str, tokens: list[int], skip_special_tokens: bool
+    ) -> DetokenizeResult:
+        loaded = self.models.get(model_id)
+        vocab_size = _vocab_size(loaded)
+        for index, token in enumerate(tokens):
+            if token >= vocab_size:
+                raise InvalidParams(f"tokens[{index}]", f"token id {token} >= vocab {vocab_size}")
+        text: str = loaded.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
+        return DetokenizeResult(text=text)
+
+    # -- generation ------------------------------------------------------------------------
+
+    def prepare_stream(self, params: GenerateParams) -> StreamRequest:
+        """Validate and tokenize a request and claim its stream id. The caller starts it
+        with `scheduler.start` once the client has been told the stream id."""
+        limits = self.settings.limits
+        if params.max_tokens > limits.max_tokens:
+            raise InvalidParams("max_tokens", f"must be <= {limits.max_tokens}", "out_of_range")
+        if params.temperature > limits.max_temperature:
+            raise InvalidParams(
+                "temperature", f"must be <= {limits.max_temperature}", "out_of_range"
+            )
+        if params.guidance is not None:
+            raise InvalidParams("guidance", "structured output is not supported yet", "invalid")
+        if params.draft_model is not None:
+            raise InvalidParams("draft_model", "speculative decoding is not supported yet")
+        loaded = self.models.get(params.model_id)
+        prompt_tokens = self._prompt_tokens(loaded, params)
+        if len(prompt_tokens) + params.max_tokens > loaded.context_length:
+            raise InvalidParams(
+                "max_tokens",
+                f"prompt ({len(prompt_tokens)} tokens) + max_tokens ({params.max_tokens}) "
+                f"exceeds the model's context length {loaded.context_length}",
+                "out_of_range",
+            )
+        vocab_size = _vocab_size(loaded)
+        for name, ids in (
+            ("stop_token_ids", params.stop_token_ids),
+            ("logit_bias", list(params.logit_bias or {})),
+        ):
+            for token in ids:
+                if token >= vocab_size:
+                    raise InvalidParams(name, f"token id {token} >= vocab {vocab_size}")
+        settings = SamplingSettings(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            min_p=params.min_p,
+            seed=params.seed,
+            repetition_penalty=params.repetition_penalty,
+            repetition_context_size=params.repetition_context_size,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logit_bias=params.logit_bias,
+        )
+        stream_id = params.stream_id or f"stream-{uuid.uuid4().hex}"
+        request = StreamRequest(
+            stream_id=stream_id,
+            model=loaded,
+            prompt_tokens=prompt_tokens,
+            max_tokens=params.max_tokens,
+            sampler=make_sampler(settings),
+            logits_processors=make_processors(settings),
+            stop_sequences=list(params.stop_sequences),
+            stop_token_ids=frozenset(params.stop_token_ids),
+            logprobs=params.logprobs or params.top_logprobs > 0,
+            top_logprobs=params.top_logprobs,
+            include_cumulative_text=params.include_cumulative_text
+            or self.settings.compat_cumulative_text,
+        )
+        self.scheduler.reserve(stream_id)
+        return request
+
+    def _prompt_tokens(self, loaded: LoadedModel, params: GenerateParams) -> list[int]:
+        given = [
+            name
+            for name, value in (
+                ("prompt", params.prompt),
+                ("prompt_tokens", params.prompt_tokens),
+                ("messages", params.messages),
+            )
+            if value
+        ]
+        if len(given) != 1:
+            raise InvalidParams(
+                "prompt",
+                "exactly one of prompt, prompt_tokens or messages must be non-empty"
+                + (f" (got {', '.join(given)})" if given else ""),
+                "missing" if not given else "invalid",
+            )
+        tokenizer = loaded.tokenizer
+        if params.prompt_tokens:
+            vocab_size = _vocab_size(loaded)
+            for index, token in enumerate(params.prompt_tokens):
+                if token >= vocab_size:
+                    raise InvalidParams(
+                        f"prompt_tokens[{index}]", f"token id {token} >= vocab {vocab_size}"
+                    )
+            return list(params.prompt_tokens)
+        if params.messages:
+            return _render_chat(loaded, params.messages)
+        # The same rule as mlx_lm.stream_generate: add BOS unless the prompt carries it.
+        bos = tokenizer.bos_token
+        add_special = bos is None or not params.prompt.startswith(bos)
+        tokens: list[int] = tokenizer.encode(params.prompt, add_special_tokens=add_special)
+        if not tokens:
+            raise InvalidParams("prompt", "the prompt encodes to no tokens")
+        return tokens
+
+    def shutdown(self) -> None:
+        self.scheduler.stop()
+
+
+def _render_chat(loaded: LoadedModel, messages: list[ChatMessage]) -> list[int]:
+    tokenizer = loaded.tokenizer
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise InvalidParams("messages", f"model '{loaded.model_id}' has no chat template")
+    rendered: list[dict[str, Any]] = []
+    for index, message in enumerate(messages):
+        if isinstance(message.content, str):
+            content = message.content
+        else:
+            parts = []
+            for part_index, part in enumerate(message.content):
+                if not isinstance(part, TextPart):
+                    raise InvalidParams(
+                        f"messages[{index}].content[{part_index}]",
+                        "image parts need a vision model",
+                    )
+                parts.append(part.text)
+            content = "".join(parts)
+        rendered.append({"role": message.role, "content": content})
+    try:
+        text: str = tokenizer.apply_chat_template(
+            rendered, add_generation_prompt=True, tokenize=False
+        )
+    except Exception as exc:
+        raise InvalidParams("messages", f"chat template failed: {exc}") from exc
+    tokens: list[int] = tokenizer.encode(text, add_special_tokens=False)
+    return tokens
+
+
+def _vocab_size(loaded: LoadedModel) -> int:
+    size = loaded.config.get("vocab_size")
+    if isinstance(size, int):
+        return size
+    return int(len(loaded.tokenizer.vocab))

@@ -1,0 +1,34 @@
+"""What a generation stream asks for, and where its output goes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+
+from .loader import LoadedModel
+from .sampling import LogitsProcessor, Sampler
+
+
+@dataclass
+class StreamRequest:
+    stream_id: str
+    model: LoadedModel
+    prompt_tokens: list[int]
+    max_tokens: int
+    sampler: Sampler
+    logits_processors: list[LogitsProcessor]
+    stop_sequences: list[str]
+    stop_token_ids: frozenset[int]
+    logprobs: bool = False
+    top_logprobs: int = 0
+    include_cumulative_text: bool = False
+    submitted_at: float = field(default_factory=time.perf_counter)
+
+
+class StreamSink(Protocol):
+    """Receives the notifications of one scheduler step, in order, as one batch."""
+
+    def emit(self, notifications: list[tuple[str, msgspec.Struct]]) -> None: ...

@@ -1,0 +1,21 @@
+"""Thin per-area handlers; `build_methods` assembles the one method table."""
+
+from __future__ import annotations
+
+from ..dispatch import Method
+from .context import RuntimeContext
+from .generate import generate_methods
+from .models import model_methods
+from .runtime import NOT_YET_SERVED, runtime_methods
+from .tokenize import tokenize_methods
+
+
+def build_methods(context: RuntimeContext) -> dict[str, Method]:
+    methods: dict[str, Method] = {}
+    for group in (runtime_methods, model_methods, tokenize_methods, generate_methods):
+        methods.update(group(context))
+    context.capabilities[:] = sorted(set(methods) - set(NOT_YET_SERVED))
+    return methods
+
+
+__all__ = ["RuntimeContext", "build_methods"]

@@ -1,0 +1,113 @@
+"""runtime/info, runtime/state, shutdown, and the methods later issues will serve."""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+
+from .. import __version__
+from ..dispatch import Deferred, Method
+from ..protocol.errors import NotAvailable
+from ..protocol.methods import (
+    Empty,
+    Limits,
+    LoadedModelState,
+    MemoryInfo,
+    RuntimeInfo,
+    RuntimeState,
+    Success,
+)
+from .context import RuntimeContext
+
+# Methods that exist in the protocol but are not served by this build yet: they answer a
+# clear error and are not advertised in capabilities.
+NOT_YET_SERVED = (
+    "check_draft",
+    "batch_check_draft",
+    "load_vision_model",
+    "generate_with_image",
+    "runtime/telemetry",
+    "runtime/metrics",
+)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _memory() -> MemoryInfo:
+    try:
+        with open("/proc/self/statm") as statm:
+            vms_pages, rss_pages = (int(x) for x in statm.read().split()[:2])
+        page = os.sysconf("SC_PAGE_SIZE")
+        return MemoryInfo(rss=rss_pages * page, vms=vms_pages * page)
+    except OSError:
+        import resource
+
+        # ru_maxrss is bytes on macOS, KiB on Linux; only macOS lacks /proc.
+        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return MemoryInfo(rss=usage if sys.platform == "darwin" else usage * 1024, vms=0)
+
+
+def _backend() -> str:
+    import mlx.core as mx
+
+    if mx.default_device() == mx.cpu:
+        return "cpu"
+    return "metal" if sys.platform == "darwin" else "cuda"
+
+
+def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
+    limits = context.settings.limits
+
+    def info(_: Empty) -> RuntimeInfo:
+        return RuntimeInfo(
+            version=__version__,
+            mlx_version=_version("mlx"),
+            mlx_lm_version=_version("mlx-lm"),
+            protocol="json-rpc-2.0",
+            capabilities=context.capabilities,
+            mlx_supported=True,
+            memory=_memory(),
+            backend=_backend(),  # type: ignore[arg-type]
+            native={},
+            limits=Limits(
+                max_frame_bytes=limits.max_frame_bytes,
+                max_output_line_bytes=limits.max_output_line_bytes,
+                max_tokens=limits.max_tokens,
+                max_temperature=limits.max_temperature,
+                max_prompt_bytes=limits.max_prompt_bytes,
+                max_active_streams=limits.max_active_streams,
+            ),
+        )
+
+    def state(_: Empty) -> RuntimeState:
+        return RuntimeState(
+            loaded_models=[
+                LoadedModelState(model_id=m.model_id, state="ready", type="text")
+                for m in context.engine.models
+            ],
+            active_streams=context.engine.scheduler.active_count,
+            restart_count=context.restart_count,
+        )
+
+    def shutdown(_: Empty) -> Deferred:
+        return Deferred(Success(), after_sent=context.request_shutdown)
+
+    def not_yet(name: str) -> Method:
+        def handler(_: Empty) -> None:
+            raise NotAvailable(f"'{name}' is not available in this runtime version")
+
+        return Method(Empty, handler, inline=True)
+
+    methods = {
+        "runtime/info": Method(Empty, info, inline=True),
+        "runtime/state": Method(Empty, state, inline=True),
+        "shutdown": Method(Empty, shutdown, inline=True),
+    }
+    methods.update({name: not_yet(name) for name in NOT_YET_SERVED})
+    return methods

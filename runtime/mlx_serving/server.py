@@ -1,0 +1,111 @@
+"""One runtime process: stdio transport → dispatcher → handlers → engine, and its lifecycle.
+
+The process ends on stdin EOF, SIGTERM/SIGINT or the `shutdown` method: every stream is
+ended with its final event, queued frames are written, then it exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
+
+from .config import Settings
+from .dispatch import Dispatcher
+from .engine import Engine
+from .handlers import RuntimeContext, build_methods
+from .protocol.envelope import NotificationFrame
+from .protocol.errors import INVALID_REQUEST
+from .transport import FrameWriter, LineReader, OversizeLine, claim_stdout
+
+log = logging.getLogger(__name__)
+
+READY_LINE = "MLX Runtime ready"
+
+
+class NotificationSink:
+    """Encodes the scheduler's notifications and hands them to the writer as one batch."""
+
+    def __init__(self, writer: FrameWriter) -> None:
+        self._writer = writer
+        self._encoder = msgspec.json.Encoder()
+
+    def emit(self, notifications: list[tuple[str, msgspec.Struct]]) -> None:
+        encode = self._encoder.encode
+        self._writer.send_many(
+            [encode(NotificationFrame(method=m, params=p)) for m, p in notifications]
+        )
+
+
+class Runtime:
+    def __init__(self, settings: Settings, protocol_fd: int, stdin_fd: int = 0) -> None:
+        limits = settings.limits
+        self.settings = settings
+        self.writer = FrameWriter(protocol_fd, limits.outbound_queue_frames)
+        self.engine = Engine(settings, NotificationSink(self.writer))
+        self._wake_read, self._wake_write = os.pipe()
+        self._stopping = threading.Event()
+        self.context = RuntimeContext(
+            engine=self.engine, settings=settings, request_shutdown=self.request_shutdown
+        )
+        self.executor = ThreadPoolExecutor(limits.request_workers, thread_name_prefix="request")
+        self.dispatcher = Dispatcher(
+            build_methods(self.context),
+            self.writer.send,
+            self.executor,
+            max_pending=limits.max_active_streams * 4,
+            max_output_line_bytes=limits.max_output_line_bytes,
+        )
+        self.reader = LineReader(stdin_fd, limits.max_frame_bytes, wake_fd=self._wake_read)
+
+    def request_shutdown(self) -> None:
+        """Safe from any thread and from signal handlers."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            os.write(self._wake_write, b"x")
+
+    def serve(self) -> int:
+        print(READY_LINE, file=sys.stderr, flush=True)
+        for line in self.reader:
+            if isinstance(line, OversizeLine):
+                self.writer.send(_oversize_error(line, self.settings.limits.max_frame_bytes))
+                continue
+            try:
+                self.dispatcher.handle_line(line)
+            except Exception:
+                # The dispatcher answers every error itself; this guards the loop anyway.
+                log.exception("unexpected dispatcher failure")
+        self.close()
+        return 0
+
+    def close(self) -> None:
+        log.info("shutting down")
+        self.engine.shutdown()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.writer.close()
+
+
+def _oversize_error(line: OversizeLine, limit: int) -> bytes:
+    from .dispatch import encode_error
+    from .protocol.envelope import NULL_ID
+
+    return encode_error(
+        NULL_ID, INVALID_REQUEST, f"Invalid Request: frame of {line.size} bytes exceeds {limit}"
+    )
+
+
+def run(settings: Settings | None = None) -> int:
+    protocol_fd = claim_stdout()
+    runtime = Runtime(settings or Settings(), protocol_fd)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runtime.request_shutdown())
+    code = runtime.serve()
+    sys.stderr.flush()
+    # Worker threads may still sit in a long model load; their answers can no longer be
+    # read, and waiting for them would keep an orphan alive.
+    os._exit(code)

@@ -1,0 +1,156 @@
+"""Lines and bytes: the stdin line reader, the single stdout writer and the stdout guard.
+
+Nothing here knows JSON-RPC; it moves newline-terminated frames in and out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+def claim_stdout() -> int:
+    """Reserve the real stdout for protocol frames and point everything else at stderr.
+
+    Returns a private duplicate of fd 1; fd 1 itself (what C libraries write to) and
+    `sys.stdout` (what Python code prints to) are redirected to stderr, so a chatty
+    library can never corrupt the stream.
+    """
+    protocol_fd = os.dup(1)
+    os.set_inheritable(protocol_fd, False)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol_fd
+
+
+@dataclass(frozen=True)
+class OversizeLine:
+    """A line longer than the limit; only its size is kept."""
+
+    size: int
+
+
+class LineReader:
+    """Reads newline-delimited frames from an fd, never buffering more than `max_bytes`
+    of one line: an oversize line is skipped to its newline and reported by size."""
+
+    def __init__(self, fd: int, max_bytes: int, wake_fd: int | None = None) -> None:
+        self._fd = fd
+        self._max = max_bytes
+        self._wake_fd = wake_fd
+
+    def __iter__(self) -> Iterator[bytes | OversizeLine]:
+        buffer = bytearray()
+        discarding = 0  # bytes of an oversize line seen so far, 0 when not discarding
+        while True:
+            chunk = self._read()
+            if not chunk:
+                if buffer and not discarding:
+                    yield bytes(buffer)
+                elif discarding:
+                    yield OversizeLine(discarding)
+                return
+            start = 0
+            while True:
+                newline = chunk.find(b"\n", start)
+                piece = chunk[start:] if newline < 0 else chunk[start:newline]
+                if discarding:
+                    discarding += len(piece)
+                elif len(buffer) + len(piece) > self._max:
+                    discarding = len(buffer) + len(piece)
+                    buffer.clear()
+                else:
+                    buffer += piece
+                if newline < 0:
+                    break
+                if discarding:
+                    yield OversizeLine(discarding)
+                    discarding = 0
+                else:
+                    yield bytes(buffer)
+                    buffer.clear()
+                start = newline + 1
+
+    def _read(self) -> bytes:
+        if self._wake_fd is not None:
+            ready, _, _ = select.select([self._fd, self._wake_fd], [], [])
+            if self._wake_fd in ready:
+                return b""
+        try:
+            return os.read(self._fd, 1 << 16)
+        except OSError:
+            return b""
+
+
+class FrameWriter:
+    """The only writer of protocol frames. Frames queue up (bounded, so a client that stops
+    reading applies backpressure instead of growing memory) and one thread writes them,
+    joining whatever is queued into one write of at most `burst_bytes`."""
+
+    def __init__(self, fd: int, max_queued: int, burst_bytes: int = 32 * 1024) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes | None] = queue.Queue(max_queued)
+        self._burst = burst_bytes
+        self._broken = False
+        self._thread = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
+        self._thread.start()
+
+    def send(self, frame: bytes) -> None:
+        """Queue one frame (without its newline); blocks while the queue is full."""
+        if not self._broken:
+            self._queue.put(frame + b"\n")
+
+    def send_many(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self.send(frame)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued, then stop."""
+        if self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=timeout)
+            except queue.Full:
+                return
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            parts = [frame]
+            size = len(frame)
+            closing = False
+            while size < self._burst:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                parts.append(more)
+                size += len(more)
+            self._write(b"".join(parts))
+            if closing:
+                return
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self._broken:
+            try:
+                written = os.write(self._fd, view)
+            except BrokenPipeError:
+                # The reader is gone; the reader side sees EOF and shuts us down.
+                self._broken = True
+                log.warning("stdout closed by the client")
+                return
+            view = view[written:]
