@@ -10,6 +10,7 @@ from .. import __version__
 from ..dispatch import Deferred, Method
 from ..protocol.errors import NotAvailable
 from ..protocol.methods import (
+    METHODS,
     Empty,
     Limits,
     LoadedModelState,
@@ -99,10 +100,10 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
         return Deferred(Success(), after_sent=context.request_shutdown)
 
     def not_yet(name: str) -> Method:
-        def handler(_: Empty) -> None:
+        def handler(_: object) -> None:
             raise NotAvailable(f"'{name}' is not available in this runtime version")
 
-        return Method(Empty, handler, inline=True)
+        return Method(METHODS[name].params, handler, inline=True)
 
     methods = {
         "runtime/info": Method(Empty, info, inline=True),

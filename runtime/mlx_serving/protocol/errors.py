@@ -39,7 +39,9 @@ class ValidationErrorData(msgspec.Struct, kw_only=True, tag="ValidationError", t
     issues: list[ValidationIssue]
 
 
-class ModelErrorData(msgspec.Struct, kw_only=True, omit_defaults=True):
+class ModelErrorData(
+    msgspec.Struct, kw_only=True, omit_defaults=True, tag="ApplicationError", tag_field="type"
+):
     """`error.data` of the application errors (-32001 … -32099)."""
 
     model_id: str | None = None

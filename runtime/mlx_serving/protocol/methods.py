@@ -6,7 +6,7 @@ Params Structs ignore unknown fields on purpose (compat clients send extras such
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -137,10 +137,10 @@ class BatchItemResult(msgspec.Struct, kw_only=True):
     `new Error(error)`); `error_code` and `error_data` carry the rest."""
 
     success: bool
-    result: object | None = None
+    result: Any = None
     error: str | None = None
     error_code: int | None = None
-    error_data: object | None = None
+    error_data: Any = None
 
 
 class BatchResult(msgspec.Struct, kw_only=True):
@@ -176,7 +176,7 @@ class ChatMessage(msgspec.Struct, kw_only=True):
 
 
 class JsonSchemaGuidance(msgspec.Struct, kw_only=True, tag="json_schema", tag_field="mode"):
-    schema: dict[str, object]
+    schema: dict[str, Any]
 
 
 class RegexGuidance(msgspec.Struct, kw_only=True, tag="regex", tag_field="mode"):
@@ -239,3 +239,38 @@ class CancelParams(msgspec.Struct, kw_only=True):
 class CancelResult(msgspec.Struct, kw_only=True):
     stream_id: str
     cancelled: bool
+
+
+class MethodSpec(msgspec.Struct, frozen=True):
+    params: type
+    result: type
+    origin: Literal["compat", "new"] = "compat"
+
+
+class NotServed(msgspec.Struct, kw_only=True):
+    """Placeholder result of methods the protocol names but this build does not serve."""
+
+
+_batch_tokenize = MethodSpec(BatchTokenizeParams, BatchResult)
+
+# The wire's method table: every name a client may call, with its params and result.
+METHODS: dict[str, MethodSpec] = {
+    "runtime/info": MethodSpec(Empty, RuntimeInfo),
+    "runtime/state": MethodSpec(Empty, RuntimeState),
+    "runtime/telemetry": MethodSpec(Empty, NotServed),
+    "runtime/metrics": MethodSpec(Empty, NotServed, "new"),
+    "shutdown": MethodSpec(Empty, Success),
+    "load_model": MethodSpec(LoadModelParams, LoadModelResult),
+    "unload_model": MethodSpec(UnloadModelParams, Success),
+    "tokenize": MethodSpec(TokenizeParams, TokenizeResult),
+    "detokenize": MethodSpec(DetokenizeParams, DetokenizeResult, "new"),
+    "batch_tokenize": _batch_tokenize,
+    "check_draft": MethodSpec(CheckDraftParams, NotServed),
+    "batch_check_draft": MethodSpec(BatchCheckDraftParams, BatchResult),
+    "generate": MethodSpec(GenerateParams, GenerateResult),
+    "continuous_generate": MethodSpec(GenerateParams, GenerateResult),
+    "batch_generate": MethodSpec(BatchGenerateParams, BatchResult),
+    "cancel": MethodSpec(CancelParams, CancelResult, "new"),
+    "load_vision_model": MethodSpec(LoadModelParams, NotServed),
+    "generate_with_image": MethodSpec(GenerateParams, NotServed),
+}

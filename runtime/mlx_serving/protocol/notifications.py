@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -79,9 +79,10 @@ class RuntimeProgress(msgspec.Struct, kw_only=True):
     unit: str
 
 
-NOTIFICATIONS: dict[str, object] = {
-    "stream.chunk": StreamChunk | StreamChunkBatch,
-    "stream.stats": StreamStats,
-    "stream.event": StreamEvent,
-    "runtime.progress": RuntimeProgress,
+# Notification method → the shapes its params take (a chunk comes single or batched).
+NOTIFICATIONS: dict[str, list[Any]] = {
+    "stream.chunk": [StreamChunk, StreamChunkBatch],
+    "stream.stats": [StreamStats],
+    "stream.event": [StreamEvent],
+    "runtime.progress": [RuntimeProgress],
 }

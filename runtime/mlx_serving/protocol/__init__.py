@@ -1,0 +1,1 @@
+"""The wire protocol, declared once as msgspec Structs."""

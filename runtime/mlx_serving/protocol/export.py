@@ -1,0 +1,120 @@
+"""Write the JSON Schemas and example transcripts of the protocol: `python -m mlx_serving.protocol.export`.
+
+The schemas in `protocol/schemas/` are generated, never edited; a test regenerates them and
+fails on any difference, and the TypeScript types are generated from these files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .envelope import ErrorFrame, NotificationFrame, RequestFrame, ResultFrame
+from .errors import ErrorObject, ModelErrorData, ValidationErrorData
+from .methods import METHODS
+from .notifications import NOTIFICATIONS
+from .transcripts import TRANSCRIPTS
+
+REF_TEMPLATE = "#/$defs/{name}"
+
+
+def _document(title: str, entries: dict[str, Any]) -> dict[str, Any]:
+    names = list(entries)
+    schemas, defs = msgspec.json.schema_components(
+        [entries[n] for n in names], ref_template=REF_TEMPLATE
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "properties": dict(zip(names, schemas)),
+        "$defs": defs,
+    }
+
+
+def _notifications() -> dict[str, Any]:
+    shapes = {f"{name}#{i}": t for name, ts in NOTIFICATIONS.items() for i, t in enumerate(ts)}
+    document = _document("mlx-serving notifications: params per notification method", shapes)
+    flat = document.pop("properties")
+    document["properties"] = {
+        name: {"anyOf": [flat[f"{name}#{i}"] for i in range(len(ts))]}
+        if len(ts) > 1
+        else flat[f"{name}#0"]
+        for name, ts in NOTIFICATIONS.items()
+    }
+    return document
+
+
+def build_schemas() -> dict[str, dict[str, Any]]:
+    params = {f"{name}.params": spec.params for name, spec in METHODS.items()}
+    results = {f"{name}.result": spec.result for name, spec in METHODS.items()}
+    methods = _document("mlx-serving methods: params and result per method", params | results)
+    methods["methods"] = {
+        name: {
+            "params": f"{name}.params",
+            "result": f"{name}.result",
+            "origin": spec.origin,
+        }
+        for name, spec in METHODS.items()
+    }
+    return {
+        "methods.json": methods,
+        "notifications.json": _notifications(),
+        "envelope.json": _document(
+            "JSON-RPC 2.0 frames and error data",
+            {
+                "request": RequestFrame,
+                "result": ResultFrame,
+                "error": ErrorFrame,
+                "notification": NotificationFrame,
+                "error_object": ErrorObject,
+                "validation_error_data": ValidationErrorData,
+                "model_error_data": ModelErrorData,
+            },
+        ),
+    }
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def build_files() -> dict[str, str]:
+    """Every generated file under protocol/, by its path relative to that folder."""
+    files = {f"schemas/{name}": render(schema) for name, schema in build_schemas().items()}
+    for name, steps in TRANSCRIPTS.items():
+        files[f"fixtures/{name}"] = "".join(json.dumps(step) + "\n" for step in steps())
+    return files
+
+
+def default_out_dir() -> Path:
+    # runtime/mlx_serving/protocol/export.py → repository root / protocol
+    return Path(__file__).resolve().parents[3] / "protocol"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=default_out_dir())
+    parser.add_argument("--check", action="store_true", help="fail if the files differ")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in build_files().items():
+        path = args.out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"protocol files out of date: {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
