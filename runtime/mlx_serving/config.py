@@ -28,6 +28,4 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     # compat clients expect `cumulative_text` in every chunk; it costs O(n^2) bytes.
     compat_cumulative_text: bool = False
-    cache_dir: Path = msgspec.field(
-        default_factory=lambda: Path.home() / ".cache" / "mlx-serving"
-    )
+    cache_dir: Path = msgspec.field(default_factory=lambda: Path.home() / ".cache" / "mlx-serving")

@@ -74,7 +74,9 @@ def replay(client: RuntimeClient, name: str, variables: dict[str, str], timeout:
         frames = [f for f in frames if not (isinstance(f, dict) and f.get("id") == probe_id)]
         for frame in frames:
             hit = next((i for i, e in enumerate(expected) if matches(e, frame)), None)
-            assert hit is not None, f"step {number} of {name}: unexpected {frame}; wanted {expected}"
+            assert hit is not None, (
+                f"step {number} of {name}: unexpected {frame}; wanted {expected}"
+            )
             expected.pop(hit)
         assert not expected, f"step {number} of {name}: missing {expected}"
         # Clear what the client filed away, so later steps start clean.

@@ -9,26 +9,32 @@ import jsonschema
 import msgspec
 
 from mlx_serving.handlers import RuntimeContext, build_methods
-from mlx_serving.protocol.export import build_files, build_schemas, default_out_dir
+from mlx_serving.protocol.export import build_files, build_schemas
 from mlx_serving.protocol.methods import METHODS, GenerateParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_protocol_files_match_the_structs() -> None:
-    out = default_out_dir()
-    assert out == ROOT / "protocol"
+    out = ROOT / "protocol"
     for name, text in build_files().items():
         path = out / name
         assert path.exists(), f"{name} is missing: run python -m mlx_serving.protocol.export"
-        assert path.read_text() == text, f"{name} drifted: run python -m mlx_serving.protocol.export"
+        assert path.read_text() == text, (
+            f"{name} drifted: run python -m mlx_serving.protocol.export"
+        )
 
 
 def test_schemas_are_valid_and_agree_with_msgspec() -> None:
     methods = build_schemas()["methods.json"]
     jsonschema.Draft202012Validator.check_schema(methods)
     schema = {**methods["properties"]["generate.params"], "$defs": methods["$defs"]}
-    good = {"model_id": "m", "prompt": "hi", "max_tokens": 5, "guidance": {"mode": "regex", "pattern": "a+"}}
+    good = {
+        "model_id": "m",
+        "prompt": "hi",
+        "max_tokens": 5,
+        "guidance": {"mode": "regex", "pattern": "a+"},
+    }
     jsonschema.validate(good, schema)
     msgspec.convert(good, GenerateParams)
     bad = {"model_id": "m", "max_tokens": 0}

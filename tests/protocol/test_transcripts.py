@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlx_serving.testing.client import RuntimeClient
-
 from tests.protocol.replay import replay
+
+from mlx_serving.testing.client import RuntimeClient
 
 
 def test_jsonrpc_conformance_transcript(runtime: RuntimeClient) -> None:

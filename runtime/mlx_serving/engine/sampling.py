@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import mlx.core as mx
 from mlx_lm.sample_utils import (
@@ -41,7 +42,7 @@ class SamplingSettings:
 
 def make_sampler(settings: SamplingSettings) -> Sampler:
     if settings.temperature == 0:
-        return greedy_sampler
+        return cast(Sampler, greedy_sampler)
     filters: list[Callable[[mx.array], mx.array]] = []
     if 0 < settings.top_p < 1.0:
         filters.append(lambda x: apply_top_p(x, settings.top_p))

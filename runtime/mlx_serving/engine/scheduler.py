@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import mlx.core as mx
 import msgspec
@@ -190,7 +191,7 @@ class Scheduler:
             return
         pending = PendingToken(token_id=token_id, text="")
         if request.logprobs:
-            pending.logprob = logprobs[token_id].item()
+            pending.logprob = cast(float, logprobs[token_id].item())
             if request.top_logprobs:
                 pending.top_logprobs = _top_logprobs(logprobs, request.top_logprobs)
         self._emit_chunks(stream, stream.assembler.add(pending), out)
@@ -206,7 +207,9 @@ class Scheduler:
         tokenizer = request.model.tokenizer
         for token in released:
             stream.text.append(token.text)
-            chunk = StreamChunk(stream_id=request.stream_id, token=token.text, token_id=token.token_id)
+            chunk = StreamChunk(
+                stream_id=request.stream_id, token=token.text, token_id=token.token_id
+            )
             if token.logprob is not None:
                 chunk.logprob = token.logprob
             if token.top_logprobs is not None:
@@ -261,6 +264,6 @@ def _top_logprobs(logprobs: mx.array, k: int) -> list[tuple[int, float]]:
     top = mx.argpartition(-logprobs, kth=k - 1)[:k]
     values = logprobs[top]
     order = mx.argsort(-values)
-    ids: list[int] = top[order].tolist()
-    lps: list[float] = values[order].tolist()
-    return list(zip(ids, lps))
+    ids = cast(list[int], top[order].tolist())
+    lps = cast(list[float], values[order].tolist())
+    return list(zip(ids, lps, strict=True))

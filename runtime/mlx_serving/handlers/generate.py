@@ -63,7 +63,9 @@ def generate_methods(context: RuntimeContext) -> dict[str, Method]:
         return Deferred(BatchResult(results=results), after_sent=start_all, on_dropped=release_all)
 
     def cancel(params: CancelParams) -> CancelResult:
-        return CancelResult(stream_id=params.stream_id, cancelled=scheduler.cancel(params.stream_id))
+        return CancelResult(
+            stream_id=params.stream_id, cancelled=scheduler.cancel(params.stream_id)
+        )
 
     return {
         "generate": Method(GenerateParams, generate),

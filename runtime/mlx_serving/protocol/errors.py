@@ -6,6 +6,7 @@ else raised by a handler becomes -32603 without leaking its message.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -126,14 +127,17 @@ class NotAvailable(AppError):
     code = RUNTIME_ERROR
 
 
+_MSGSPEC_PATH = re.compile(r" - at (`key` in )?`\$([^`]*)`$")
+
+
 def invalid_params_from_msgspec(exc: msgspec.ValidationError) -> InvalidParams:
-    """Turn msgspec's `... - at `$.a.b[0]`` message into a -32602 naming the field."""
+    """Turn msgspec's "<message> - at `$.a.b[0]`" into a -32602 naming the field."""
     text = str(exc)
-    message, sep, path = text.rpartition(" - at `")
-    if not sep:
-        message, path = text, "$`"
-    path = path.rstrip("`")
-    field = path[2:] if path.startswith("$.") else ("" if path == "$" else path.lstrip("$"))
+    found = _MSGSPEC_PATH.search(text)
+    message = text[: found.start()] if found else text
+    field = found.group(2).lstrip(".") if found else ""
+    if found and found.group(1):
+        message = f"{message} (in a key)"
     issue_code = "invalid_type"
     if message.startswith("Object missing required field `"):
         missing = message.split("`")[1]

@@ -1,4 +1,4 @@
-"""Write the JSON Schemas and example transcripts of the protocol: `python -m mlx_serving.protocol.export`.
+"""Write the protocol's JSON Schemas and transcripts: `python -m mlx_serving.protocol.export`.
 
 The schemas in `protocol/schemas/` are generated, never edited; a test regenerates them and
 fails on any difference, and the TypeScript types are generated from these files.
@@ -31,7 +31,7 @@ def _document(title: str, entries: dict[str, Any]) -> dict[str, Any]:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": title,
-        "properties": dict(zip(names, schemas)),
+        "properties": dict(zip(names, schemas, strict=True)),
         "$defs": defs,
     }
 
@@ -91,14 +91,11 @@ def build_files() -> dict[str, str]:
     return files
 
 
-def default_out_dir() -> Path:
-    # runtime/mlx_serving/protocol/export.py → repository root / protocol
-    return Path(__file__).resolve().parents[3] / "protocol"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=default_out_dir())
+    parser.add_argument(
+        "--out", type=Path, default=Path("protocol"), help="the repository's protocol/ folder"
+    )
     parser.add_argument("--check", action="store_true", help="fail if the files differ")
     args = parser.parse_args(argv)
     stale = []

@@ -73,9 +73,10 @@ def jsonrpc_conformance() -> list[Step]:
         {"send": {"jsonrpc": "2.0", "method": "foobar", "params": {}}, "expect": []},
         {"send": _request("foobar", 1.5), "expect": [_error(1.5, -32601)]},
         {"send": _request("foobar", None), "expect": [_error(None, -32601)]},
-        {"send": _request("runtime/info", "readiness-probe"), "expect": [
-            _info_result("readiness-probe")
-        ]},
+        {
+            "send": _request("runtime/info", "readiness-probe"),
+            "expect": [_info_result("readiness-probe")],
+        },
     ]
 
 
@@ -88,70 +89,124 @@ def generate_stream() -> list[Step]:
     }
     return [
         {
-            "send": _request("load_model", "load", {"model_id": "tiny", "local_path": "$MODEL_DIR"}),
-            "expect": [{"jsonrpc": "2.0", "id": "load", "result": {
-                "model_id": "tiny",
-                "state": "ready",
-                "context_length": "<int>",
-                "parameter_count": "<int>",
-                "dtype": "float32",
-                "is_vision_model": False,
-                "cached_path": "<string>",
-                "draft": False,
-            }}],
+            "send": _request(
+                "load_model", "load", {"model_id": "tiny", "local_path": "$MODEL_DIR"}
+            ),
+            "expect": [
+                {
+                    "jsonrpc": "2.0",
+                    "id": "load",
+                    "result": {
+                        "model_id": "tiny",
+                        "state": "ready",
+                        "context_length": "<int>",
+                        "parameter_count": "<int>",
+                        "dtype": "float32",
+                        "is_vision_model": False,
+                        "cached_path": "<string>",
+                        "draft": False,
+                    },
+                }
+            ],
         },
         {
-            "send": _request("generate", "gen", {
-                "model_id": "tiny", "prompt": "Hello", "max_tokens": 4, "temperature": 0,
-                "stream_id": "s1",
-            }),
-            "expect": [
-                {"jsonrpc": "2.0", "id": "gen", "result": {"stream_id": "s1", "started_at": "<number>"}},
-                chunk, chunk, chunk, chunk,
-                {"jsonrpc": "2.0", "method": "stream.stats", "params": {
+            "send": _request(
+                "generate",
+                "gen",
+                {
+                    "model_id": "tiny",
+                    "prompt": "Hello",
+                    "max_tokens": 4,
+                    "temperature": 0,
                     "stream_id": "s1",
-                    "tokens_generated": 4,
-                    "tokens_per_second": "<number>",
-                    "time_to_first_token": "<number>",
-                    "total_time": "<number>",
-                    "prompt_tokens": "<int>",
-                    "cached_prompt_tokens": 0,
-                    "draft_tokens_accepted": 0,
-                    "guidance_valid": None,
-                }},
-                {"jsonrpc": "2.0", "method": "stream.event", "params": {
-                    "stream_id": "s1", "event": "completed", "finish_reason": "length",
-                    "is_final": True,
-                }},
+                },
+            ),
+            "expect": [
+                {
+                    "jsonrpc": "2.0",
+                    "id": "gen",
+                    "result": {"stream_id": "s1", "started_at": "<number>"},
+                },
+                chunk,
+                chunk,
+                chunk,
+                chunk,
+                {
+                    "jsonrpc": "2.0",
+                    "method": "stream.stats",
+                    "params": {
+                        "stream_id": "s1",
+                        "tokens_generated": 4,
+                        "tokens_per_second": "<number>",
+                        "time_to_first_token": "<number>",
+                        "total_time": "<number>",
+                        "prompt_tokens": "<int>",
+                        "cached_prompt_tokens": 0,
+                        "draft_tokens_accepted": 0,
+                        "guidance_valid": None,
+                    },
+                },
+                {
+                    "jsonrpc": "2.0",
+                    "method": "stream.event",
+                    "params": {
+                        "stream_id": "s1",
+                        "event": "completed",
+                        "finish_reason": "length",
+                        "is_final": True,
+                    },
+                },
             ],
         },
         {
             "send": _request("cancel", "c", {"stream_id": "s1"}),
-            "expect": [{"jsonrpc": "2.0", "id": "c", "result": {
-                "stream_id": "s1", "cancelled": False
-            }}],
+            "expect": [
+                {"jsonrpc": "2.0", "id": "c", "result": {"stream_id": "s1", "cancelled": False}}
+            ],
         },
         {
             "send": _request("tokenize", "t", {"model_id": "tiny", "text": "Hello"}),
-            "expect": [{"jsonrpc": "2.0", "id": "t", "result": {
-                "tokens": "<any>", "token_strings": "<any>"
-            }}],
+            "expect": [
+                {
+                    "jsonrpc": "2.0",
+                    "id": "t",
+                    "result": {"tokens": "<any>", "token_strings": "<any>"},
+                }
+            ],
         },
         {
-            "send": _request("generate", "bad", {"model_id": "tiny", "prompt": "x", "max_tokens": 0}),
-            "expect": [{"jsonrpc": "2.0", "id": "bad", "error": {
-                "code": -32602,
-                "message": "<string>",
-                "data": {"type": "ValidationError", "field": "max_tokens", "issues": "<any>"},
-            }}],
+            "send": _request(
+                "generate", "bad", {"model_id": "tiny", "prompt": "x", "max_tokens": 0}
+            ),
+            "expect": [
+                {
+                    "jsonrpc": "2.0",
+                    "id": "bad",
+                    "error": {
+                        "code": -32602,
+                        "message": "<string>",
+                        "data": {
+                            "type": "ValidationError",
+                            "field": "max_tokens",
+                            "issues": "<any>",
+                        },
+                    },
+                }
+            ],
         },
         {
             "send": _request("generate", "nomodel", {"model_id": "absent", "prompt": "x"}),
-            "expect": [{"jsonrpc": "2.0", "id": "nomodel", "error": {
-                "code": -32005,
-                "message": "<string>",
-                "data": {"type": "ApplicationError", "model_id": "absent"},
-            }}],
+            "expect": [
+                {
+                    "jsonrpc": "2.0",
+                    "id": "nomodel",
+                    "error": {
+                        "code": -32005,
+                        "message": "<string>",
+                        "data": {"type": "ApplicationError", "model_id": "absent"},
+                    },
+                }
+            ],
         },
         {
             "send": _request("unload_model", "u", {"model_id": "tiny"}),
