@@ -62,7 +62,10 @@ def _exit_within(client: RuntimeClient, seconds: float) -> float:
 def test_stdin_eof_exits_zero_within_a_second_and_ends_streams(llama_dir: Path) -> None:
     client = RuntimeClient()
     client.call("load_model", {"model_id": "m", "local_path": str(llama_dir)})
-    client.call("generate", {"model_id": "m", "prompt": "x", "max_tokens": 4000, "stream_id": "s"})
+    client.call(
+        "generate",
+        {"model_id": "m", "prompt": "x", "max_tokens": 4000, "stream_id": "s", "temperature": 0},
+    )
     time.sleep(0.1)
     assert client.process.stdin is not None
     client.process.stdin.close()
@@ -76,7 +79,10 @@ def test_stdin_eof_exits_zero_within_a_second_and_ends_streams(llama_dir: Path) 
 def test_signals_shut_down_cleanly(llama_dir: Path, signum: int) -> None:
     client = RuntimeClient()
     client.call("load_model", {"model_id": "m", "local_path": str(llama_dir)})
-    client.call("generate", {"model_id": "m", "prompt": "x", "max_tokens": 4000, "stream_id": "s"})
+    client.call(
+        "generate",
+        {"model_id": "m", "prompt": "x", "max_tokens": 4000, "stream_id": "s", "temperature": 0},
+    )
     time.sleep(0.1)
     client.process.send_signal(signum)
     assert _exit_within(client, 1.0) < 1.0

@@ -67,7 +67,14 @@ def test_bad_params_name_the_field(
 
 def test_unknown_fields_are_ignored(runtime: RuntimeClient) -> None:
     result = runtime.generate(
-        {"model_id": "llama", "prompt": "x", "max_tokens": 2, "streaming": True, "draft": False}
+        {
+            "model_id": "llama",
+            "prompt": "x",
+            "max_tokens": 2,
+            "temperature": 0,
+            "streaming": True,
+            "draft": False,
+        }
     )
     assert len(result["chunks"]) == 2
 

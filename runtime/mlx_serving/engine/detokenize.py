@@ -53,18 +53,21 @@ class TextAssembler:
         return self._release(final=True)
 
     def _release(self, *, final: bool) -> list[PendingToken]:
-        if not self.stop_sequences:
-            released = list(self.pending)
-            self.pending.clear()
-            return released
         text = "".join(t.text for t in self.pending)
-        cut = min((i for i in (text.find(s) for s in self.stop_sequences) if i >= 0), default=-1)
+        cut = min(
+            (i for i in (text.find(s) for s in self.stop_sequences) if i >= 0), default=-1
+        )
         if cut >= 0:
             self.stopped = True
             return self._take_upto(cut, truncate=True)
         if final:
             return self._take_upto(len(text), truncate=False)
-        return self._take_upto(len(text) - self._unsafe_suffix(text), truncate=False)
+        released = self._take_upto(len(text) - self._unsafe_suffix(text), truncate=False)
+        # A token whose bytes end mid-character has no text yet: keep it, so that the text
+        # it completes (or the replacement char a final flush yields) lands in its own chunk.
+        while released and not released[-1].text:
+            self.pending.appendleft(released.pop())
+        return released
 
     def _unsafe_suffix(self, text: str) -> int:
         """Length of the longest suffix of `text` that begins some stop sequence."""
