@@ -92,6 +92,12 @@ class Dispatcher:
         stripped = line.strip()
         if not stripped:
             return
+        try:
+            # JSON text is UTF-8; ids are echoed byte for byte, so check before decoding.
+            stripped.decode("utf-8")
+        except UnicodeDecodeError:
+            self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error: invalid UTF-8"))
+            return
         if stripped[:1] == b"[":
             self._handle_batch(stripped)
             return
@@ -103,6 +109,9 @@ class Dispatcher:
         except msgspec.DecodeError:
             self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error"))
             return
+        except RecursionError:
+            self._send(_too_deep())
+            return
         self._dispatch(frame, self._deliver)
 
     # -- batches ---------------------------------------------------------------------------
@@ -112,6 +121,9 @@ class Dispatcher:
             entries = _batch_decoder.decode(line)
         except msgspec.DecodeError:
             self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error"))
+            return
+        except RecursionError:
+            self._send(_too_deep())
             return
         if not entries:
             self._send(encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request: empty batch"))
@@ -175,6 +187,9 @@ class Dispatcher:
         except msgspec.ValidationError as exc:
             error = invalid_params_from_msgspec(exc)
             return self._reply_error(frame, error.code, error.message, error.data)
+        except RecursionError:
+            error = InvalidParams("params", "nested too deeply")
+            return self._reply_error(frame, error.code, error.message, error.data)
         except Exception:
             log.exception("internal error in %s", frame.method)
             return self._reply_error(frame, INTERNAL_ERROR, "Internal error")
@@ -215,13 +230,18 @@ class Dispatcher:
         request_id = NULL_ID
         try:
             value = _any_decoder.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             value = None
         if isinstance(value, dict) and "id" in value:
             candidate = msgspec.Raw(_encoder.encode(value["id"]))
             if valid_id(candidate) and not isinstance(value["id"], bool):
                 request_id = candidate
         return encode_error(request_id, INVALID_REQUEST, "Invalid Request")
+
+
+def _too_deep() -> bytes:
+    # Valid JSON, but nested beyond what the decoder recurses into: not a usable request.
+    return encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request: nested too deeply")
 
 
 class _BatchCollector:

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 
 from .config import Settings
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, encode_error
 from .engine import Engine
 from .handlers import RuntimeContext, build_methods
-from .protocol.envelope import NotificationFrame
-from .protocol.errors import INVALID_REQUEST
+from .protocol.envelope import NULL_ID, NotificationFrame
+from .protocol.errors import INTERNAL_ERROR, INVALID_REQUEST
 from .transport import FrameWriter, LineReader, OversizeLine, claim_stdout
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,10 @@ class Runtime:
             try:
                 self.dispatcher.handle_line(line)
             except Exception:
-                # The dispatcher answers every error itself; this guards the loop anyway.
+                # The dispatcher answers every error itself; should one slip through, the
+                # client still gets an answer and the loop goes on.
                 log.exception("unexpected dispatcher failure")
+                self.writer.send(encode_error(NULL_ID, INTERNAL_ERROR, "Internal error"))
         self.close()
         return 0
 
@@ -91,9 +93,6 @@ class Runtime:
 
 
 def _oversize_error(line: OversizeLine, limit: int) -> bytes:
-    from .dispatch import encode_error
-    from .protocol.envelope import NULL_ID
-
     return encode_error(
         NULL_ID, INVALID_REQUEST, f"Invalid Request: frame of {line.size} bytes exceeds {limit}"
     )

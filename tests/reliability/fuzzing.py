@@ -1,0 +1,119 @@
+"""Drive a runtime with arbitrary frames and check each answer against JSON-RPC 2.0."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import strategies as st
+
+from mlx_serving.protocol.methods import METHODS
+from mlx_serving.testing.client import RuntimeClient
+
+# `shutdown` would end the process under test; it has tests of its own.
+FUZZED_METHODS = sorted(set(METHODS) - {"shutdown"})
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _field_names(method: str) -> list[str]:
+    params = METHODS[method].params
+    return list(getattr(params, "__struct_fields__", ()))
+
+
+@st.composite
+def wrong_typed_requests(draw: st.DrawFn) -> dict[str, Any]:
+    """A well-formed request to a real method whose params hold arbitrary values."""
+    method = draw(st.sampled_from(FUZZED_METHODS))
+    names = _field_names(method) + ["extra_field"]
+    chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
+    params = {name: draw(json_values) for name in chosen}
+    frame: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if draw(st.booleans()) or True:
+        frame["id"] = draw(st.one_of(st.integers(0, 2**53), st.text(max_size=10)))
+    return frame
+
+
+@st.composite
+def envelope_variants(draw: st.DrawFn) -> Any:
+    """Arbitrary JSON in the shape of (or near) a request, and batches of such."""
+    base = {
+        "jsonrpc": draw(st.sampled_from(["2.0", "1.0", 2, None])),
+        "method": draw(st.one_of(st.sampled_from(FUZZED_METHODS), json_values)),
+        "params": draw(json_values),
+        "id": draw(json_values),
+    }
+    keys = draw(st.lists(st.sampled_from(list(base)), unique=True))
+    frame = {k: base[k] for k in keys}
+    return draw(st.one_of(st.just(frame), st.lists(st.just(frame), min_size=1, max_size=3)))
+
+
+raw_lines = st.one_of(
+    st.binary(max_size=64),
+    st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    wrong_typed_requests().map(lambda f: json.dumps(f).encode()[: -(len(json.dumps(f)) // 3)]),
+)
+
+
+@dataclass
+class Fuzzer:
+    client: RuntimeClient
+    frames_sent: int = 0
+    acknowledged_streams: set[str] = field(default_factory=set)
+    _probes: itertools.count[int] = field(default_factory=itertools.count)
+
+    def exchange(self, line: bytes, expect_reply_to: Any = None, timeout: float = 30) -> list[Any]:
+        """Send one line, then a probe; return the frames that answered the line."""
+        line = line.replace(b"\n", b" ")
+        start = len(self.client.stdout_lines)
+        self.client.send_raw(line + b"\n")
+        self.frames_sent += 1
+        probe = f"probe-{next(self._probes)}"
+        self.client.send("runtime/state", request_id=probe)
+        deadline = time.monotonic() + timeout
+        while True:
+            frames = [json.loads(raw) for raw in self.client.stdout_lines[start:]]
+            answers = [f for f in frames if not _is_notification(f) and _id(f) != probe]
+            probed = any(_id(f) == probe for f in frames)
+            if probed and (
+                expect_reply_to is None or any(_id(a) == expect_reply_to for a in answers)
+            ):
+                break
+            assert self.client.process.poll() is None, "runtime died"
+            assert time.monotonic() < deadline, f"no answer to {line[:200]!r}"
+            time.sleep(0.002)
+        for answer in answers:
+            for item in answer if isinstance(answer, list) else [answer]:
+                assert item["jsonrpc"] == "2.0"
+                assert ("result" in item) != ("error" in item)
+                if "error" in item:
+                    assert isinstance(item["error"]["code"], int)
+                    assert isinstance(item["error"]["message"], str)
+                elif isinstance(item["result"], dict) and "stream_id" in item["result"]:
+                    self.acknowledged_streams.add(item["result"]["stream_id"])
+        return answers
+
+
+def _is_notification(frame: Any) -> bool:
+    return isinstance(frame, dict) and "method" in frame
+
+
+def _id(frame: Any) -> Any:
+    return frame.get("id", "<none>") if isinstance(frame, dict) else "<batch>"

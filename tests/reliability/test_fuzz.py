@@ -1,0 +1,108 @@
+"""Arbitrary frames never crash the runtime, never go unanswered, never corrupt stdout."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from mlx_serving.testing.client import RuntimeClient
+from tests.reliability.fuzzing import (
+    Fuzzer,
+    envelope_variants,
+    raw_lines,
+    wrong_typed_requests,
+)
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(scope="module")
+def fuzzer(llama_dir: Path) -> Iterator[Fuzzer]:
+    with RuntimeClient() as client:
+        client.call("load_model", {"model_id": "llama", "local_path": str(llama_dir)})
+        fuzzer = Fuzzer(client)
+        yield fuzzer
+        # Whatever streams the fuzz started, each ends with exactly one final event.
+        for stream_id in list(fuzzer.acknowledged_streams):
+            client.call("cancel", {"stream_id": stream_id})
+        finals: dict[str, int] = {}
+        for stream_id in fuzzer.acknowledged_streams:
+            for frame in client.stream_events(stream_id, timeout=120):
+                if frame["method"] == "stream.event":
+                    finals[stream_id] = finals.get(stream_id, 0) + 1
+        assert all(count == 1 for count in finals.values())
+        assert set(finals) == fuzzer.acknowledged_streams
+        for line in client.stdout_lines:
+            json.loads(line)
+
+
+@FUZZ
+@given(frame=wrong_typed_requests())
+def test_wrong_typed_params_for_every_method(fuzzer: Fuzzer, frame: dict[str, Any]) -> None:
+    answers = fuzzer.exchange(json.dumps(frame).encode(), expect_reply_to=frame["id"])
+    mine = [a for a in answers if isinstance(a, dict) and a.get("id") == frame["id"]]
+    assert len(mine) == 1
+    if "error" in mine[0]:
+        code = mine[0]["error"]["code"]
+        assert code in (-32602, -32001, -32003, -32005, -32006, -32099), mine[0]
+        if code == -32602:
+            assert mine[0]["error"]["data"]["type"] == "ValidationError"
+
+
+@FUZZ
+@given(frame=envelope_variants())
+def test_arbitrary_envelopes(fuzzer: Fuzzer, frame: Any) -> None:
+    answers = fuzzer.exchange(json.dumps(frame).encode())
+    if isinstance(frame, list):
+        assert len(answers) <= 1
+    else:
+        assert len(answers) <= 1
+        if answers and "error" in answers[0]:
+            assert answers[0]["error"]["code"] != -32603, answers[0]
+
+
+@FUZZ
+@given(line=raw_lines)
+def test_random_bytes_truncated_lines_and_invalid_utf8(fuzzer: Fuzzer, line: bytes) -> None:
+    answers = fuzzer.exchange(line)
+    assert len(answers) <= 1
+    for answer in answers:
+        items = answer if isinstance(answer, list) else [answer]
+        for item in items:
+            if "error" in item:
+                assert item["error"]["code"] != -32603, item
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"jsonrpc":"2.0","method":"tokenize","id":1,"params":{"a":'
+        + b"[" * 100_000
+        + b"]" * 100_000
+        + b"}}",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"jsonrpc":"2.0","method":"runtime/info","id":1e400}',
+        b'{"jsonrpc":"2.0","method":"generate","id":7,"params":{"model_id":"llama","max_tokens":1e400}}',
+        b'{"jsonrpc":"2.0","method":"runtime/info","id":"\xff\xfe"}',
+        b"\xff\xfe\xfd",
+        b'{"jsonrpc":"2.0","method":"runtime/info","id":123456789012345678901234567890}',
+    ],
+)
+def test_edge_frames_get_one_answer(fuzzer: Fuzzer, line: bytes) -> None:
+    answers = fuzzer.exchange(line)
+    assert len(answers) == 1
+
+
+def test_report_frames_tried(fuzzer: Fuzzer, capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():
+        print(f"\n[fuzz] {fuzzer.frames_sent} frames tried against one runtime process")
+    assert fuzzer.frames_sent >= 400
