@@ -26,8 +26,10 @@ import mlx_serving
 from mlx_serving.native_bridge.blas import (
     SHIM_NAME,
     BlasStatus,
+    default_threads,
     find_shim,
     preload_optimized_blas,
+    usable_cpus,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -128,6 +130,8 @@ def test_bridge_is_active(bridged: Worker) -> None:
     assert bridged.status.active, bridged.status.reason
     assert bridged.status.library is not None and "scipy_openblas" in bridged.status.library
     assert bridged.status.threads is not None and bridged.status.threads >= 1
+    if not any(name in os.environ for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
+        assert bridged.status.threads == default_threads()
 
 
 def test_off_leaves_mlx_on_its_own_blas(reference_blas: Worker) -> None:
@@ -210,6 +214,12 @@ def test_unknown_env_value_disables_and_says_so() -> None:
     assert "MLX_SERVING_BLAS='fast'" in status.reason
 
 
-def test_unknown_mode_argument_is_an_error() -> None:
+def test_bad_arguments_are_errors() -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         preload_optimized_blas("fast")
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        preload_optimized_blas(threads=0)
+
+
+def test_default_threads_leave_room_for_the_rest_of_the_process() -> None:
+    assert 1 <= default_threads() <= max(1, usable_cpus() // 2)
