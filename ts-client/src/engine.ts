@@ -1,0 +1,476 @@
+/**
+ * The engine: the typed API over one supervised runtime process. Params and results are
+ * the wire's generated types (snake_case, exactly what the runtime reads and writes);
+ * stream items are the client's own shape (see generator.ts).
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+
+import {
+  EngineDisposedError,
+  InvalidParamsError,
+  MlxServingError,
+  ProtocolError,
+  RequestTimeoutError,
+  StreamFailedError,
+  type RuntimeExitedError,
+} from './errors.js';
+import { Generation, type FinishReason, type GenerationChunk, type StatsChunk, type StreamControl } from './generator.js';
+import { runtimeProcessSpec, type LaunchOptions } from './launch.js';
+import { ClientLogger, consoleLogger, type Logger } from './logger.js';
+import type { RequestOptions, RpcConnection } from './rpc.js';
+import { DEFAULT_RESTART_POLICY, Supervisor, type RestartPolicy, type RuntimeStatus } from './supervisor.js';
+import { DEFAULT_MAX_LINE_BYTES } from './transport.js';
+import type {
+  DetokenizeParams,
+  DetokenizeResult,
+  GenerateParams,
+  LoadModelParams,
+  LoadModelResult,
+  MethodName,
+  MethodParams,
+  MethodResult,
+  RuntimeInfo,
+  RuntimeProgress,
+  RuntimeState,
+  StreamChunk,
+  StreamChunkBatch,
+  StreamCompleted,
+  StreamFailed,
+  StreamStats,
+  TokenizeParams,
+  TokenizeResult,
+} from './types/index.js';
+import { protocolValidator, type ProtocolValidator } from './validation.js';
+
+export interface EngineOptions extends LaunchOptions {
+  /** Default per-request timeout (default 30 s; 0 disables). */
+  requestTimeoutMs?: number;
+  /** Timeout of `load_model` (default 10 min: first loads read the whole model). */
+  loadTimeoutMs?: number;
+  /** How long the runtime may take to answer its readiness probe (default 60 s). */
+  startupTimeoutMs?: number;
+  /** `dispose()` sends `shutdown`, then SIGKILL after this long (default 5 s). */
+  shutdownTimeoutMs?: number;
+  /** Longest stdout line accepted from the runtime (default 16 MiB). */
+  maxLineBytes?: number;
+  /** Restart policy when the runtime dies; `false` turns restarts off. */
+  restart?: RestartPolicy | false;
+  /** Load the models the engine had loaded again after a restart (default true). */
+  reloadModelsOnRestart?: boolean;
+  /** Fail a stream that receives nothing for this long (default 0: no limit). */
+  streamIdleTimeoutMs?: number;
+  /** Client messages and the runtime's stderr (default: warnings and errors to stderr). */
+  logger?: Logger;
+}
+
+/** Per-call options of the request methods. */
+export interface CallOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** Structured output in the seeds' shape; sent as `guidance: {mode: "json_schema", schema}`. */
+export interface StructuredOutput {
+  schema: Record<string, unknown>;
+  format?: 'json';
+}
+
+/** `generate` params; `stream_id` is chosen by the client when left out. */
+export type GeneratorParams = GenerateParams & { structured?: StructuredOutput };
+
+export interface GeneratorOptions {
+  /** Aborting cancels the stream on the runtime; it then ends with finish reason `cancelled`.
+   * An already aborted signal fails the call at once with the signal's reason. */
+  signal?: AbortSignal;
+  /** Timeout of the `generate` request itself (the acknowledgement, not the stream). */
+  timeoutMs?: number;
+}
+
+export interface GenerationResult {
+  streamId: string;
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  stats: StreamStats;
+}
+
+export interface EngineEvents {
+  modelLoaded: [model: LoadModelResult];
+  modelUnloaded: [event: { model_id: string }];
+  generationStarted: [event: { streamId: string; modelId: string }];
+  generationCompleted: [event: { streamId: string; modelId: string; finishReason: FinishReason; stats: StreamStats }];
+  generationFailed: [event: { streamId: string; modelId: string; error: unknown }];
+  runtimeStatus: [status: RuntimeStatus];
+  progress: [progress: RuntimeProgress];
+  /** Failures that belong to no call: runtime crashes, protocol violations, failed reloads.
+   * Without a listener they are logged instead (an unhandled 'error' would throw). */
+  error: [error: Error];
+}
+
+/** Starts the runtime and resolves once it answered `runtime/info`. */
+export async function createEngine(options: EngineOptions = {}): Promise<Engine> {
+  const engine = new Engine(options);
+  await engine.start();
+  return engine;
+}
+
+export class Engine extends EventEmitter<EngineEvents> {
+  private readonly logger: ClientLogger;
+  private readonly validator: ProtocolValidator = protocolValidator();
+  private readonly supervisor: Supervisor;
+  private readonly streams = new Map<string, Generation>();
+  /** Load params of the models this engine loaded, in load order, for reloads. */
+  private readonly models = new Map<string, LoadModelParams>();
+  private readonly requestTimeoutMs: number;
+  private readonly loadTimeoutMs: number;
+  private readonly streamIdleTimeoutMs: number;
+  private readonly reloadModels: boolean;
+  /** Restarts a stream's idle timer, by stream id (only with streamIdleTimeoutMs). */
+  private readonly idleTimers = new Map<string, () => void>();
+  private readonly control: StreamControl = { cancel: (streamId) => this.sendCancel(streamId) };
+
+  constructor(options: EngineOptions = {}) {
+    super();
+    this.logger = new ClientLogger(options.logger ?? consoleLogger());
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.loadTimeoutMs = options.loadTimeoutMs ?? 600_000;
+    this.streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? 0;
+    this.reloadModels = options.reloadModelsOnRestart ?? true;
+    const restart =
+      options.restart === false
+        ? { ...DEFAULT_RESTART_POLICY, enabled: false }
+        : { ...DEFAULT_RESTART_POLICY, ...options.restart };
+    this.supervisor = new Supervisor(
+      {
+        spec: runtimeProcessSpec(options),
+        restart,
+        startupTimeoutMs: options.startupTimeoutMs ?? 60_000,
+        shutdownTimeoutMs: options.shutdownTimeoutMs ?? 5_000,
+        maxLineBytes: options.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES,
+      },
+      this.validator,
+      this.logger,
+      {
+        notification: (method, params) => this.onNotification(method, params),
+        invalidNotification: (method, params, error) => this.onInvalidNotification(params, error),
+        protocolError: (error) => this.reportError(error),
+        exited: (error) => this.onRuntimeExit(error),
+        restore: (connection) => this.restore(connection),
+        status: (status) => this.emit('runtimeStatus', status),
+      },
+    );
+  }
+
+  /** Starts the runtime (createEngine does this). */
+  async start(): Promise<RuntimeInfo> {
+    return this.supervisor.start();
+  }
+
+  /** Process id of the current runtime process. */
+  get pid(): number | undefined {
+    return this.supervisor.pid;
+  }
+
+  get restartCount(): number {
+    return this.supervisor.restartCount;
+  }
+
+  /** Ids of the models this engine has loaded. */
+  get loadedModels(): string[] {
+    return [...this.models.keys()];
+  }
+
+  // -- requests --------------------------------------------------------------------------
+
+  /** Any method of the protocol, typed by the generated method table. */
+  async request<M extends MethodName>(method: M, params?: MethodParams<M>, options: CallOptions = {}): Promise<MethodResult<M>> {
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs;
+    const started = Date.now();
+    const connection = await this.supervisor.connection(timeoutMs, options.signal);
+    const remaining = timeoutMs ? Math.max(timeoutMs - (Date.now() - started), 1) : 0;
+    const requestOptions: RequestOptions = { timeoutMs: remaining, signal: options.signal };
+    return connection.request(method, params, requestOptions);
+  }
+
+  /** A fresh `runtime/info` (the probe's answer is `engine.info`). */
+  runtimeInfo(options?: CallOptions): Promise<RuntimeInfo> {
+    return this.request('runtime/info', undefined, options);
+  }
+
+  /** The `runtime/info` answer of the runtime's readiness probe. */
+  get info(): RuntimeInfo | undefined {
+    return this.supervisor.info;
+  }
+
+  runtimeState(options?: CallOptions): Promise<RuntimeState> {
+    return this.request('runtime/state', undefined, options);
+  }
+
+  async loadModel(params: LoadModelParams, options: CallOptions = {}): Promise<LoadModelResult> {
+    this.checkParams('load_model', params);
+    const result = await this.request('load_model', params, { timeoutMs: this.loadTimeoutMs, ...options });
+    this.models.delete(params.model_id); // a reload moves it to the end of the load order
+    this.models.set(params.model_id, params);
+    this.emit('modelLoaded', result);
+    return result;
+  }
+
+  async unloadModel(modelId: string, options?: CallOptions): Promise<void> {
+    const params = { model_id: modelId };
+    this.checkParams('unload_model', params);
+    await this.request('unload_model', params, options);
+    this.models.delete(modelId);
+    this.emit('modelUnloaded', params);
+  }
+
+  tokenize(params: TokenizeParams, options?: CallOptions): Promise<TokenizeResult> {
+    this.checkParams('tokenize', params);
+    return this.request('tokenize', params, options);
+  }
+
+  detokenize(params: DetokenizeParams, options?: CallOptions): Promise<DetokenizeResult> {
+    this.checkParams('detokenize', params);
+    return this.request('detokenize', params, options);
+  }
+
+  // -- generation ------------------------------------------------------------------------
+
+  /**
+   * Starts a generation stream. Iterate the result for token chunks and a final stats
+   * chunk; every failure (invalid params included) is thrown from the iteration.
+   */
+  createGenerator(params: GeneratorParams, options: GeneratorOptions = {}): Generation {
+    const streamId = params.stream_id ?? `ts-${randomUUID()}`;
+    const generation = new Generation(streamId, params.model_id, this.control);
+    let wire: GenerateParams;
+    try {
+      wire = toWireParams({ ...params, stream_id: streamId });
+      this.checkParams('generate', wire);
+      if (this.streams.has(streamId)) {
+        throw new InvalidParamsError(
+          `stream_id: stream '${streamId}' is already active`,
+          'stream_id',
+          [{ path: 'stream_id', message: 'already active', code: 'duplicate' }],
+          'client',
+        );
+      }
+    } catch (error) {
+      generation.fail(error);
+      return generation;
+    }
+    const { signal } = options;
+    if (signal?.aborted) {
+      generation.fail(signal.reason);
+      return generation;
+    }
+    this.streams.set(streamId, generation);
+    const onAbort = () => generation.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const stopIdleWatch = this.watchIdle(generation);
+    generation.onEnd(() => {
+      signal?.removeEventListener('abort', onAbort);
+      stopIdleWatch();
+      if (this.streams.get(streamId) === generation) this.streams.delete(streamId);
+    });
+    this.request('generate', wire, { timeoutMs: options.timeoutMs ?? this.requestTimeoutMs }).then(
+      () => {
+        generation.acknowledge();
+        this.emit('generationStarted', { streamId, modelId: params.model_id });
+      },
+      (error: unknown) => generation.fail(error),
+    );
+    return generation;
+  }
+
+  /** Runs a generation to its end and returns the whole text. */
+  async generate(params: GeneratorParams, options: GeneratorOptions = {}): Promise<GenerationResult> {
+    let text = '';
+    const tokenIds: number[] = [];
+    let end: StatsChunk | undefined;
+    const generation = this.createGenerator(params, options);
+    for await (const chunk of generation) {
+      if (chunk.type === 'token') {
+        text += chunk.text;
+        tokenIds.push(chunk.tokenId);
+      } else {
+        end = chunk;
+      }
+    }
+    if (!end) throw new ProtocolError(`stream ${generation.streamId} ended without its stats`);
+    return { streamId: generation.streamId, text, tokenIds, finishReason: end.finishReason, stats: end.stats };
+  }
+
+  /** Shuts the runtime down (`shutdown`, SIGKILL after `shutdownTimeoutMs`). Idempotent. */
+  async dispose(): Promise<void> {
+    await this.supervisor.dispose();
+    const disposed = new EngineDisposedError();
+    for (const generation of [...this.streams.values()]) generation.fail(disposed);
+    this.streams.clear();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  // -- internals -------------------------------------------------------------------------
+
+  private checkParams(method: MethodName, params: unknown): void {
+    const issues = this.validator.params(method, params);
+    if (issues.length) {
+      const first = issues[0]!;
+      throw new InvalidParamsError(`${method}: ${first.path || 'params'} ${first.message}`, first.path, issues, 'client');
+    }
+  }
+
+  private sendCancel(streamId: string): void {
+    this.request('cancel', { stream_id: streamId }).catch((error: Error) =>
+      this.logger.debug(`cancel ${streamId}: ${error.message}`),
+    );
+  }
+
+  /** Fails the stream when the runtime sends nothing for it for `streamIdleTimeoutMs`. */
+  private watchIdle(generation: Generation): () => void {
+    const ms = this.streamIdleTimeoutMs;
+    if (!ms) return () => {};
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        this.sendCancel(generation.streamId);
+        generation.fail(new RequestTimeoutError(`stream ${generation.streamId} (idle)`, ms));
+      }, ms);
+    };
+    arm();
+    this.idleTimers.set(generation.streamId, arm);
+    return () => {
+      clearTimeout(timer);
+      this.idleTimers.delete(generation.streamId);
+    };
+  }
+
+  private onNotification(method: string, params: unknown): void {
+    switch (method) {
+      case 'stream.chunk': {
+        const chunk = params as StreamChunk | StreamChunkBatch;
+        const chunks = 'tokens' in chunk ? chunk.tokens : [chunk];
+        for (const single of chunks) this.stream(single.stream_id)?.pushChunk(single);
+        return;
+      }
+      case 'stream.stats': {
+        const stats = params as StreamStats;
+        this.stream(stats.stream_id)?.pushStats(stats);
+        return;
+      }
+      case 'stream.event': {
+        const event = params as StreamCompleted | StreamFailed;
+        const generation = this.stream(event.stream_id);
+        if (!generation) return;
+        if (event.event === 'completed') {
+          const end = generation.complete(event);
+          if (end) {
+            this.emit('generationCompleted', {
+              streamId: end.streamId,
+              modelId: generation.modelId,
+              finishReason: end.finishReason,
+              stats: end.stats,
+            });
+          }
+        } else {
+          const error = new StreamFailedError(event.stream_id, event.error, event.error_code ?? null);
+          generation.fail(error);
+          this.emit('generationFailed', { streamId: event.stream_id, modelId: generation.modelId, error });
+        }
+        return;
+      }
+      case 'runtime.progress':
+        this.emit('progress', params as RuntimeProgress);
+        return;
+      default:
+        this.logger.debug(`unhandled notification ${method}`);
+    }
+  }
+
+  /** The live stream of an id (its idle timer restarted), or undefined. */
+  private stream(streamId: string): Generation | undefined {
+    const generation = this.streams.get(streamId);
+    if (generation) this.idleTimers.get(streamId)?.();
+    else this.logger.debug(`notification for unknown stream ${streamId}`);
+    return generation;
+  }
+
+  /** A notification that breaks its schema fails its stream, when it names one. */
+  private onInvalidNotification(params: unknown, error: ProtocolError): void {
+    const streamIds = new Set<string>();
+    if (typeof params === 'object' && params !== null) {
+      const record = params as Record<string, unknown>;
+      if (typeof record['stream_id'] === 'string') streamIds.add(record['stream_id']);
+      if (Array.isArray(record['tokens'])) {
+        for (const t of record['tokens'] as unknown[]) {
+          const id = (t as Record<string, unknown> | null)?.['stream_id'];
+          if (typeof id === 'string') streamIds.add(id);
+        }
+      }
+    }
+    const affected = [...streamIds].map((id) => this.streams.get(id)).filter((g): g is Generation => !!g);
+    if (!affected.length) {
+      this.reportError(error);
+      return;
+    }
+    for (const generation of affected) {
+      // The runtime still runs it; stop it so it does not hold a slot.
+      this.sendCancel(generation.streamId);
+      generation.fail(error);
+    }
+  }
+
+  private onRuntimeExit(error: RuntimeExitedError): void {
+    for (const generation of [...this.streams.values()]) generation.fail(error);
+    this.streams.clear();
+    this.reportError(error);
+  }
+
+  /** Brings a restarted runtime back to the models this engine had loaded. */
+  private async restore(connection: RpcConnection): Promise<void> {
+    if (!this.reloadModels) {
+      this.models.clear();
+      return;
+    }
+    for (const [modelId, params] of [...this.models]) {
+      try {
+        const result = await connection.request('load_model', params, { timeoutMs: this.loadTimeoutMs });
+        this.emit('modelLoaded', result);
+      } catch (error) {
+        if (connection.process.hasExited) throw error;
+        this.models.delete(modelId);
+        this.reportError(
+          new MlxServingError('ModelReloadFailed', `could not reload model ${modelId} after a restart: ${(error as Error).message}`, {
+            cause: error,
+            details: { model_id: modelId },
+          }),
+        );
+      }
+    }
+  }
+
+  private reportError(error: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    else this.logger.warn(error.message);
+  }
+}
+
+/** The seeds' `structured` option becomes the wire's `guidance`. */
+function toWireParams(params: GeneratorParams): GenerateParams {
+  const { structured, ...wire } = params;
+  if (structured === undefined) return wire;
+  const issue = (path: string, message: string) =>
+    new InvalidParamsError(`generate: ${path} ${message}`, path, [{ path, message, code: 'invalid' }], 'client');
+  if (wire.guidance) throw issue('structured', 'cannot be combined with guidance');
+  if (structured.format !== undefined && structured.format !== 'json') {
+    throw issue('structured.format', "must be 'json' (the runtime constrains to a JSON schema)");
+  }
+  if (typeof structured.schema !== 'object' || structured.schema === null) throw issue('structured.schema', 'must be an object');
+  return { ...wire, guidance: { mode: 'json_schema', schema: structured.schema } };
+}
+
+export type { GenerationChunk };

@@ -1,0 +1,186 @@
+/**
+ * One generation stream as an async iterable: token chunks as the runtime sends them, then
+ * one `stats` chunk carrying the finish reason. Errors (the runtime's, a crash, a protocol
+ * violation) are thrown from the iteration after the tokens that came before them.
+ */
+import { ProtocolError } from './errors.js';
+import type { StreamChunk, StreamCompleted, StreamStats, TopLogprob } from './types/index.js';
+import type { COMPAT_FINISH_REASONS } from './validation.js';
+
+/** `stop`, `length`, `cancelled`; `completed` and `no_output` come from compat runtimes. */
+export type FinishReason = StreamCompleted['finish_reason'] | (typeof COMPAT_FINISH_REASONS)[number];
+
+export interface TokenChunk {
+  type: 'token';
+  streamId: string;
+  /** The text this token completed; may be empty (part of a multi-byte character). The
+   * texts of a stream concatenate exactly to its whole text. */
+  text: string;
+  tokenId: number;
+  /** Present when the request set `logprobs`. */
+  logprob?: number;
+  topLogprobs?: TopLogprob[];
+  /** Present when the request set `include_cumulative_text`. */
+  cumulativeText?: string;
+}
+
+export interface StatsChunk {
+  type: 'stats';
+  streamId: string;
+  finishReason: FinishReason;
+  /** The runtime's `stream.stats` (timings in seconds). */
+  stats: StreamStats;
+}
+
+export type GenerationChunk = TokenChunk | StatsChunk;
+
+/** What a Generation needs from the engine. */
+export interface StreamControl {
+  /** Ask the runtime to cancel the stream (it then ends with finish reason `cancelled`). */
+  cancel(streamId: string): void;
+}
+
+interface Waiter {
+  resolve(result: IteratorResult<GenerationChunk>): void;
+  reject(error: unknown): void;
+}
+
+export class Generation implements AsyncIterable<GenerationChunk> {
+  private readonly queue: GenerationChunk[] = [];
+  private waiter: Waiter | undefined;
+  private stats: StreamStats | undefined;
+  private failure: unknown;
+  private ended = false;
+  private drained = false; // the consumer stopped listening (break / return)
+  private iterating = false;
+  private acknowledged = false;
+  private cancelRequested = false;
+  private readonly endListeners: Array<() => void> = [];
+
+  constructor(
+    readonly streamId: string,
+    readonly modelId: string,
+    private readonly control: StreamControl,
+  ) {}
+
+  /** True once the stream has ended (its final chunk is queued, or it failed). */
+  get done(): boolean {
+    return this.ended;
+  }
+
+  /**
+   * Ends the stream early: the runtime is asked to cancel, and iteration ends with a
+   * `stats` chunk whose finish reason is `cancelled` (or the reason it had already ended with).
+   */
+  cancel(): void {
+    if (this.ended || this.cancelRequested) return;
+    this.cancelRequested = true;
+    if (this.acknowledged) this.control.cancel(this.streamId);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
+    if (this.iterating) throw new TypeError('a Generation can be iterated only once');
+    this.iterating = true;
+    return {
+      next: () => this.next(),
+      return: async () => {
+        // The consumer broke out of its loop: stop the stream and drop what it would send.
+        this.drained = true;
+        this.queue.length = 0;
+        this.cancel();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  // -- fed by the engine -----------------------------------------------------------------
+
+  /** The runtime acknowledged `generate`; a cancel asked for before now is sent now. */
+  acknowledge(): void {
+    this.acknowledged = true;
+    if (this.cancelRequested && !this.ended) this.control.cancel(this.streamId);
+  }
+
+  pushChunk(chunk: StreamChunk): void {
+    if (this.ended) return;
+    const token: TokenChunk = { type: 'token', streamId: this.streamId, text: chunk.token, tokenId: chunk.token_id };
+    if (chunk.logprob !== undefined) token.logprob = chunk.logprob;
+    if (chunk.top_logprobs !== undefined) token.topLogprobs = chunk.top_logprobs;
+    if (chunk.cumulative_text !== undefined) token.cumulativeText = chunk.cumulative_text;
+    this.deliver(token);
+  }
+
+  pushStats(stats: StreamStats): void {
+    if (!this.ended) this.stats = stats;
+  }
+
+  /** The final `completed` event; returns the stats chunk it produced (null if it failed). */
+  complete(event: StreamCompleted): StatsChunk | null {
+    if (this.ended) return null;
+    if (!this.stats) {
+      this.fail(new ProtocolError(`stream ${this.streamId} ended without stream.stats`, { frame: event }));
+      return null;
+    }
+    const chunk: StatsChunk = { type: 'stats', streamId: this.streamId, finishReason: event.finish_reason, stats: this.stats };
+    this.deliver(chunk);
+    this.end();
+    return chunk;
+  }
+
+  fail(error: unknown): void {
+    if (this.ended) return;
+    this.failure = error;
+    this.end();
+  }
+
+  /** Called once when the stream ends, however it ends. */
+  onEnd(listener: () => void): void {
+    if (this.ended) listener();
+    else this.endListeners.push(listener);
+  }
+
+  // -- internals -------------------------------------------------------------------------
+
+  private deliver(chunk: GenerationChunk): void {
+    if (this.drained) return;
+    if (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = undefined;
+      waiter.resolve({ done: false, value: chunk });
+    } else {
+      this.queue.push(chunk);
+    }
+  }
+
+  private end(): void {
+    this.ended = true;
+    if (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = undefined;
+      if (this.failure !== undefined && !this.drained) {
+        const failure = this.failure;
+        this.failure = undefined;
+        waiter.reject(failure);
+      } else {
+        waiter.resolve({ done: true, value: undefined });
+      }
+    }
+    for (const listener of this.endListeners.splice(0)) listener();
+  }
+
+  private next(): Promise<IteratorResult<GenerationChunk>> {
+    const chunk = this.queue.shift();
+    if (chunk) return Promise.resolve({ done: false, value: chunk });
+    if (this.ended || this.drained) {
+      if (this.failure !== undefined && !this.drained) {
+        const failure = this.failure;
+        this.failure = undefined; // thrown once; later calls report the end
+        return Promise.reject(failure);
+      }
+      return Promise.resolve({ done: true, value: undefined });
+    }
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+}

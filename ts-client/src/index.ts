@@ -1,0 +1,31 @@
+export { createEngine, Engine } from './engine.js';
+export type {
+  CallOptions,
+  EngineEvents,
+  EngineOptions,
+  GenerationResult,
+  GeneratorOptions,
+  GeneratorParams,
+  StructuredOutput,
+} from './engine.js';
+export { Generation } from './generator.js';
+export type { FinishReason, GenerationChunk, StatsChunk, TokenChunk } from './generator.js';
+export {
+  CircuitOpenError,
+  EngineDisposedError,
+  InvalidParamsError,
+  MlxServingError,
+  ProtocolError,
+  RequestTimeoutError,
+  RPC_CODE_NAMES,
+  RpcError,
+  RuntimeExitedError,
+  StreamFailedError,
+} from './errors.js';
+export type { LaunchOptions } from './launch.js';
+export { resolvePython, runtimeProcessSpec } from './launch.js';
+export { consoleLogger, silentLogger } from './logger.js';
+export type { Logger, LogLevel } from './logger.js';
+export type { RestartPolicy, RuntimeStatus } from './supervisor.js';
+export { ProtocolValidator, protocolValidator } from './validation.js';
+export type * from './types/index.js';
