@@ -208,6 +208,21 @@ def test_preload_after_mlx_import_is_refused() -> None:
     assert "mlx.core was imported first" in status.reason
 
 
+def test_an_earlier_global_cblas_wins_and_is_named() -> None:
+    # Any library already in the global scope with cblas_sgemm (here MLX's own reference BLAS,
+    # preloaded) is what MLX will bind to; the status must not claim the bridge is active.
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlx")
+    roots = [Path(p).parent for p in (spec.submodule_search_locations or [])] if spec else []
+    blas = sorted(lib for root in roots for lib in root.glob("mlx_cpu.libs/libblas*.so*"))
+    if not blas:
+        pytest.skip("this mlx install has no separate reference libblas to preload")
+    status = status_in_child(PRINT_STATUS, MLX_SERVING_BLAS="on", LD_PRELOAD=str(blas[0]))
+    assert not status.active
+    assert f"already provided by {blas[0]}" in status.reason
+
+
 def test_unknown_env_value_disables_and_says_so() -> None:
     status = status_in_child(PRINT_STATUS, MLX_SERVING_BLAS="fast")
     assert not status.active

@@ -187,10 +187,10 @@ def _global_provider(symbol: str) -> str | None:
     process = ctypes.CDLL(None)
     try:
         address = ctypes.cast(getattr(process, symbol), ctypes.c_void_p)
+        dladdr = process.dladdr  # libc, or libdl before glibc 2.34, which Python loads
     except AttributeError:
         return None
     info = _DlInfo()
-    dladdr = process.dladdr
     dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
     if dladdr(address, ctypes.byref(info)) == 0 or info.dli_fname is None:
         return None
