@@ -224,12 +224,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.emit('modelUnloaded', params);
   }
 
-  tokenize(params: TokenizeParams, options?: CallOptions): Promise<TokenizeResult> {
+  async tokenize(params: TokenizeParams, options?: CallOptions): Promise<TokenizeResult> {
     this.checkParams('tokenize', params);
     return this.request('tokenize', params, options);
   }
 
-  detokenize(params: DetokenizeParams, options?: CallOptions): Promise<DetokenizeResult> {
+  async detokenize(params: DetokenizeParams, options?: CallOptions): Promise<DetokenizeResult> {
     this.checkParams('detokenize', params);
     return this.request('detokenize', params, options);
   }

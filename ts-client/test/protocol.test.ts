@@ -1,0 +1,116 @@
+/**
+ * What the runtime sends is checked against the schemas: violations surface as
+ * ProtocolError (on the request or stream they belong to, else as an `error` event), and
+ * the compat forms the protocol allows (batched chunks, old finish reasons) are accepted.
+ * A fake runtime (support/fake-runtime.ts) produces the frames.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  createEngine,
+  ProtocolError,
+  RequestTimeoutError,
+  StreamFailedError,
+  type Engine,
+  type GenerationChunk,
+} from '../src/index.js';
+import { fakeRuntimeOptions } from './support/runtime.js';
+
+async function collect(iterable: AsyncIterable<GenerationChunk>): Promise<GenerationChunk[]> {
+  const chunks: GenerationChunk[] = [];
+  for await (const chunk of iterable) chunks.push(chunk);
+  return chunks;
+}
+
+describe('protocol violations and compat forms (fake runtime)', () => {
+  let engine: Engine;
+  const errors: Error[] = [];
+
+  before(async () => {
+    engine = await createEngine(fakeRuntimeOptions('normal', { maxLineBytes: 1024 * 1024 }));
+    engine.on('error', (error) => errors.push(error));
+  });
+  after(() => engine.dispose());
+
+  test('a result that breaks its schema rejects the request with ProtocolError', async () => {
+    const error = await engine.tokenize({ model_id: 'm', text: 'bad-result' }).catch((e: unknown) => e);
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.equal(error.code, 'ProtocolError');
+    assert.ok(error.issues.some((i) => i.path === 'tokens'), JSON.stringify(error.issues));
+    // The connection stays usable.
+    assert.deepEqual((await engine.tokenize({ model_id: 'm', text: 'ok' })).tokens, [1, 2]);
+  });
+
+  test('a stdout line that is not JSON is reported as an error event', async () => {
+    errors.length = 0;
+    await engine.tokenize({ model_id: 'm', text: 'not-json' });
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0] instanceof ProtocolError);
+    assert.match(errors[0].message, /not JSON/);
+  });
+
+  test('an answer to an unknown id is reported as an error event', async () => {
+    errors.length = 0;
+    await engine.tokenize({ model_id: 'm', text: 'unknown-id' });
+    assert.equal(errors.length, 1);
+    assert.ok(errors[0] instanceof ProtocolError);
+    assert.match(errors[0].message, /unknown request id 987654/);
+  });
+
+  test('an answer over maxLineBytes fails the request it answers', async () => {
+    const error = await engine.tokenize({ model_id: 'm', text: 'huge' }).catch((e: unknown) => e);
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.match(error.message, /over the client's maxLineBytes/);
+  });
+
+  test('a request without an answer times out with RequestTimeoutError', async () => {
+    const error = await engine.tokenize({ model_id: 'm', text: 'no-answer' }, { timeoutMs: 100 }).catch((e: unknown) => e);
+    assert.ok(error instanceof RequestTimeoutError, String(error));
+    assert.equal(error.code, 'Timeout');
+  });
+
+  test('a chunk that breaks its schema fails its stream with ProtocolError', async () => {
+    const chunks: GenerationChunk[] = [];
+    const error = await (async () => {
+      for await (const chunk of engine.createGenerator({ model_id: 'm', prompt: 'bad-chunk' })) chunks.push(chunk);
+    })().catch((e: unknown) => e);
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.ok(error.issues.some((i) => i.path === 'token_id'), JSON.stringify(error.issues));
+    assert.deepEqual(
+      chunks.map((c) => c.type === 'token' && c.text),
+      ['ok'],
+    );
+  });
+
+  test('batched chunks are unpacked and compat finish reasons accepted', async () => {
+    const chunks = await collect(engine.createGenerator({ model_id: 'm', prompt: 'batch' }));
+    assert.deepEqual(
+      chunks.map((c) => (c.type === 'token' ? c.text : `<${c.finishReason}>`)),
+      ['He', 'll', 'o', '<completed>'],
+    );
+    const empty = await engine.generate({ model_id: 'm', prompt: 'no-output' });
+    assert.equal(empty.text, '');
+    assert.equal(empty.finishReason, 'no_output');
+  });
+
+  test("a stream's error event is thrown as StreamFailedError after its tokens", async () => {
+    const chunks: GenerationChunk[] = [];
+    const failed: unknown[] = [];
+    engine.once('generationFailed', (event) => failed.push(event.error));
+    const error = await (async () => {
+      for await (const chunk of engine.createGenerator({ model_id: 'm', prompt: 'fail' })) chunks.push(chunk);
+    })().catch((e: unknown) => e);
+    assert.ok(error instanceof StreamFailedError, String(error));
+    assert.equal(error.code, 'GenerationError');
+    assert.equal(error.rpcCode, -32002);
+    assert.equal(chunks.length, 1);
+    assert.equal(failed[0], error);
+  });
+});
+
+test('a runtime/info that breaks its schema fails createEngine with ProtocolError', async () => {
+  const error = await createEngine(fakeRuntimeOptions('bad-info')).catch((e: unknown) => e);
+  assert.ok(error instanceof ProtocolError, String(error));
+  assert.match(error.message, /runtime\/info/);
+});

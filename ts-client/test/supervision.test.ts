@@ -1,0 +1,146 @@
+/**
+ * Supervision: a runtime killed with SIGKILL mid-stream fails the stream and the pending
+ * requests at once with RuntimeExitedError, comes back with its models and serves again;
+ * repeated crashes open the circuit breaker; dispose() ends the process.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import {
+  CircuitOpenError,
+  createEngine,
+  EngineDisposedError,
+  RuntimeExitedError,
+  type RuntimeStatus,
+} from '../src/index.js';
+import { eventually, fakeRuntimeOptions, makeModel, startEngine } from './support/runtime.js';
+
+const MODEL = 'tiny';
+
+function statusLog(engine: { on(event: 'runtimeStatus', listener: (s: RuntimeStatus) => void): unknown }): RuntimeStatus[] {
+  const log: RuntimeStatus[] = [];
+  engine.on('runtimeStatus', (status) => log.push(status));
+  return log;
+}
+
+describe('kill -9 of the runtime mid-stream (Python runtime)', () => {
+  test('in-flight work rejects promptly; the runtime restarts with its models and serves', async () => {
+    const [modelDir, engine] = await Promise.all([makeModel(), startEngine({ restart: { initialDelayMs: 50 } })]);
+    const crashes: Error[] = [];
+    engine.on('error', (error) => crashes.push(error));
+    const statuses = statusLog(engine);
+    try {
+      await engine.loadModel({ model_id: MODEL, local_path: modelDir });
+      const firstPid = engine.pid!;
+
+      const generation = engine.createGenerator({ model_id: MODEL, prompt: 'Keep going.', max_tokens: 4000, temperature: 0.8 });
+      const iterator = generation[Symbol.asyncIterator]();
+      assert.equal((await iterator.next()).value?.type, 'token', 'the stream is running');
+
+      // Freeze the runtime so the next request cannot be answered, then kill it.
+      process.kill(firstPid, 'SIGSTOP');
+      const pending = engine.tokenize({ model_id: MODEL, text: 'never answered' });
+      const streamEnd = (async () => {
+        for (;;) if ((await iterator.next()).done) return 'ended';
+      })();
+      await new Promise((r) => setTimeout(r, 50));
+      const killedAt = Date.now();
+      process.kill(firstPid, 'SIGKILL');
+
+      const [requestError, streamError] = await Promise.all([
+        pending.catch((e: unknown) => e),
+        streamEnd.catch((e: unknown) => e),
+      ]);
+      const elapsed = Date.now() - killedAt;
+      assert.ok(requestError instanceof RuntimeExitedError, String(requestError));
+      assert.equal(requestError.signal, 'SIGKILL');
+      assert.ok(streamError instanceof RuntimeExitedError, String(streamError));
+      assert.ok(elapsed < 2_000, `rejected after ${elapsed} ms`);
+      assert.ok(crashes.some((e) => e instanceof RuntimeExitedError), 'error event');
+
+      // Served again: requests made now wait for the restart instead of failing.
+      const state = await engine.runtimeState({ timeoutMs: 30_000 });
+      assert.deepEqual(
+        state.loaded_models.map((m) => m.model_id),
+        [MODEL],
+        'models reloaded',
+      );
+      assert.notEqual(engine.pid, firstPid);
+      assert.equal(engine.restartCount, 1);
+      const again = await engine.generate({ model_id: MODEL, prompt: 'Hello', max_tokens: 8, temperature: 0 });
+      assert.equal(again.stats.tokens_generated > 0, true);
+      assert.deepEqual(
+        statuses.map((s) => s.state),
+        ['exited', 'restarting', 'starting', 'ready'],
+      );
+    } finally {
+      await engine.dispose();
+    }
+  });
+});
+
+describe('supervision policies (fake runtime)', () => {
+  test('repeated crashes open the circuit breaker, which fails fast, then tries again', async () => {
+    const engine = await createEngine(
+      fakeRuntimeOptions('crash-after-ready', {
+        restart: { maxRestarts: 2, initialDelayMs: 10, cooldownMs: 400, stableAfterMs: 60_000 },
+      }),
+    );
+    engine.on('error', () => {});
+    const statuses = statusLog(engine);
+    try {
+      await eventually(() => statuses.some((s) => s.state === 'circuit-open'), 10_000, 'the circuit to open');
+      const open = statuses.find((s) => s.state === 'circuit-open') as Extract<RuntimeStatus, { state: 'circuit-open' }>;
+      assert.equal(open.failures, 3);
+      assert.equal(statuses.filter((s) => s.state === 'restarting').length, 2);
+
+      const started = Date.now();
+      const error = await engine.runtimeState().catch((e: unknown) => e);
+      assert.ok(error instanceof CircuitOpenError, String(error));
+      assert.equal(error.code, 'CircuitOpen');
+      assert.ok(Date.now() - started < 100, 'fails fast');
+
+      // After the cool-down one start is tried (half-open); it crashes again, so it reopens.
+      await eventually(() => statuses.filter((s) => s.state === 'circuit-open').length === 2, 5_000, 'the half-open try');
+      const afterOpen = statuses.slice(statuses.indexOf(open) + 1).map((s) => s.state);
+      assert.deepEqual(afterOpen.slice(0, 2), ['starting', 'ready']);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  test('with restarts off, a crash leaves the engine stopped and calls fail with the exit', async () => {
+    const engine = await createEngine(fakeRuntimeOptions('crash-after-ready', { restart: false }));
+    engine.on('error', () => {});
+    const statuses = statusLog(engine);
+    await eventually(() => statuses.some((s) => s.state === 'stopped'), 5_000, 'the engine to stop');
+    const error = await engine.runtimeState().catch((e: unknown) => e);
+    assert.ok(error instanceof RuntimeExitedError, String(error));
+    assert.equal(error.exitCode, 1);
+    await engine.dispose();
+  });
+
+  test('dispose sends shutdown, and SIGKILLs a runtime that ignores it', async () => {
+    const engine = await createEngine(fakeRuntimeOptions('ignore-shutdown', { shutdownTimeoutMs: 300 }));
+    const generation = engine.createGenerator({ model_id: 'm', prompt: 'forever' });
+    const iterator = generation[Symbol.asyncIterator]();
+    await iterator.next();
+    const started = Date.now();
+    await engine.dispose();
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed >= 250 && elapsed < 2_000, `disposed after ${elapsed} ms`);
+    const error = await iterator.next().catch((e: unknown) => e);
+    assert.ok(error instanceof EngineDisposedError, String(error));
+    const late = await engine.runtimeState().catch((e: unknown) => e);
+    assert.ok(late instanceof EngineDisposedError, String(late));
+    await engine.dispose(); // idempotent
+  });
+
+  test('a runtime that cannot be spawned fails createEngine with RuntimeExitedError', async () => {
+    const error = await createEngine({ python: '/nonexistent/python', logger: { debug() {}, info() {}, warn() {}, error() {} } }).catch(
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof RuntimeExitedError, String(error));
+    assert.match(error.message, /could not be started: .*ENOENT/);
+  });
+});
