@@ -87,9 +87,7 @@ def _triplet(
     if bits == 4:
         flat = (flat[:, 0::2] | (flat[:, 1::2] << 4)).astype(np.uint8)
     words = np.ascontiguousarray(flat).view("<u4")
-    return QuantizedTensor(
-        mx.array(words), mx.array(scales), mx.array(biases), bits, GGUF_BLOCK
-    )
+    return QuantizedTensor(mx.array(words), mx.array(scales), mx.array(biases), bits, GGUF_BLOCK)
 
 
 def _repack_q4_0(raw: npt.NDArray[np.uint8]) -> QuantizedTensor:

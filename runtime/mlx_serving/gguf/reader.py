@@ -10,15 +10,16 @@ package instead (see `fallback.py`).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, cast
 
 import mlx.core as mx
 
 from .errors import GGUFImportError
 
-MetadataValue = Union[str, int, float, bool, list["MetadataValue"]]
+MetadataValue = str | int | float | bool | list["MetadataValue"]
 
 # Q4_0, Q4_1 and Q8_0 all quantize blocks of 32 values with one scale (and offset).
 GGUF_BLOCK = 32
@@ -44,7 +45,7 @@ class QuantizedTensor:
         )
 
 
-Tensor = Union[QuantizedTensor, mx.array]
+Tensor = QuantizedTensor | mx.array
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def read_gguf(path: Path) -> GGUFContents:
     """Metadata and tensors of `path`; GGUFImportError if it is not a readable GGUF file."""
     _check_header(path)
     try:
-        arrays, raw_metadata = mx.load(str(path), format="gguf", return_metadata=True)
+        loaded = mx.load(str(path), format="gguf", return_metadata=True)
     except (RuntimeError, ValueError) as exc:
         reason = str(exc)
         if "extends past the end of the file" in reason:
@@ -78,6 +79,7 @@ def read_gguf(path: Path) -> GGUFContents:
             ) from exc
         # Any other failure is a tensor type MLX does not convert: read it the slow way.
         return _read_with_gguf_package(path, reason)
+    arrays, raw_metadata = cast(tuple[dict[str, mx.array], dict[str, Any]], loaded)
     metadata = {key: _plain(value) for key, value in raw_metadata.items()}
     if metadata.get("general.file_type") == _FILE_TYPE_BF16:
         # mx.load would narrow BF16 to F16, which overflows above 65504.
@@ -106,8 +108,7 @@ def _check_header(path: Path) -> None:
 def _plain(value: object) -> MetadataValue:
     """Metadata as Python values: MLX hands scalars and numeric arrays back as mx.array."""
     if isinstance(value, mx.array):
-        result: MetadataValue = value.item() if value.ndim == 0 else value.tolist()
-        return result
+        value = value.item() if value.ndim == 0 else value.tolist()
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     if isinstance(value, (str, int, float, bool)):
