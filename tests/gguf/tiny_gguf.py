@@ -130,9 +130,11 @@ class TinyModel:
     n_kv: int = 2
     vocab_size: int = 264
     theta: float = 10000.0
+    context_length: int = 256
     tied: bool = False
     types: dict[str, Q] = field(default_factory=dict)  # GGUF short name -> type; else F32
     rope_freqs: np.ndarray[Any, np.dtype[np.float32]] | None = None
+    extra: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)  # written as is
     seed: int = 0
 
     def write(
@@ -141,7 +143,7 @@ class TinyModel:
         rng = np.random.default_rng(self.seed)
         writer = gguf.GGUFWriter(str(path), arch or self.arch)
         writer.add_block_count(self.n_layer)
-        writer.add_context_length(256)
+        writer.add_context_length(self.context_length)
         writer.add_embedding_length(self.hidden)
         writer.add_feed_forward_length(self.ffn)
         writer.add_head_count(self.n_head)
@@ -179,6 +181,8 @@ class TinyModel:
             _add(writer, full, shape, kind, rng)
         if self.rope_freqs is not None:
             writer.add_tensor("rope_freqs.weight", self.rope_freqs.astype(np.float32))
+        for name, array in self.extra.items():
+            writer.add_tensor(name, array)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
