@@ -32,9 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
 
     if args.command in (None, "serve"):
+        # OpenBLAS must be in the global symbol scope before mlx.core loads (server → engine
+        # → mlx), and stdout must already be ours: OpenBLAS reports errors on stdout.
+        from .native_bridge.blas import preload_optimized_blas
+        from .transport import claim_stdout
+
+        protocol_fd = claim_stdout()
+        blas = preload_optimized_blas(os.environ.get("MLX_SERVING_BLAS", "auto"))
+        logging.getLogger(__name__).info("BLAS bridge: %s", blas.reason)
+        from .handlers.context import NativeStatus
         from .server import run
 
-        return run()
+        return run(protocol_fd, native=NativeStatus.detect(blas))
     if args.command == "demo":
         from .demo import run_demo
 

@@ -20,8 +20,9 @@ class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_prompt_bytes: int = 1 * MiB
     max_active_streams: int = 64
     request_workers: int = 8
-    # Frames waiting for stdout; a client that stops reading pauses generation here.
-    outbound_queue_frames: int = 4096
+    # Bytes of frames waiting for stdout; a client that stops reading pauses generation
+    # (and answers) here instead of growing memory.
+    outbound_queue_bytes: int = 8 * MiB
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

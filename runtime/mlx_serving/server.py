@@ -19,9 +19,10 @@ from .config import Settings
 from .dispatch import Dispatcher, encode_error
 from .engine import Engine
 from .handlers import RuntimeContext, build_methods
+from .handlers.context import NativeStatus
 from .protocol.envelope import NULL_ID, NotificationFrame
 from .protocol.errors import INTERNAL_ERROR, INVALID_REQUEST
-from .transport import FrameWriter, LineReader, OversizeLine, claim_stdout
+from .transport import FrameWriter, LineReader, OversizeLine
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,24 @@ class NotificationSink:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, protocol_fd: int, stdin_fd: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        protocol_fd: int,
+        stdin_fd: int = 0,
+        native: NativeStatus | None = None,
+    ) -> None:
         limits = settings.limits
         self.settings = settings
-        self.writer = FrameWriter(protocol_fd, limits.outbound_queue_frames)
+        self.writer = FrameWriter(protocol_fd, limits.outbound_queue_bytes)
         self.engine = Engine(settings, NotificationSink(self.writer))
         self._wake_read, self._wake_write = os.pipe()
         self._stopping = threading.Event()
         self.context = RuntimeContext(
-            engine=self.engine, settings=settings, request_shutdown=self.request_shutdown
+            engine=self.engine,
+            settings=settings,
+            request_shutdown=self.request_shutdown,
+            native=native or NativeStatus(),
         )
         self.executor = ThreadPoolExecutor(limits.request_workers, thread_name_prefix="request")
         self.dispatcher = Dispatcher(
@@ -69,7 +79,22 @@ class Runtime:
             self._stopping.set()
             os.write(self._wake_write, b"x")
 
+    def watch_parent(self, interval: float = 0.25) -> None:
+        """Shut down when the parent dies. A dead parent usually closes our stdin, but not
+        when it passed its pipe on to another process; re-parenting always shows."""
+        parent = os.getppid()
+
+        def watch() -> None:
+            while not self._stopping.wait(interval):
+                if os.getppid() != parent:
+                    log.warning("parent process %d is gone; shutting down", parent)
+                    self.request_shutdown()
+                    return
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
     def serve(self) -> int:
+        self.watch_parent()
         print(READY_LINE, file=sys.stderr, flush=True)
         for line in self.reader:
             if isinstance(line, OversizeLine):
@@ -98,9 +123,10 @@ def _oversize_error(line: OversizeLine, limit: int) -> bytes:
     )
 
 
-def run(settings: Settings | None = None) -> int:
-    protocol_fd = claim_stdout()
-    runtime = Runtime(settings or Settings(), protocol_fd)
+def run(
+    protocol_fd: int, settings: Settings | None = None, native: NativeStatus | None = None
+) -> int:
+    runtime = Runtime(settings or Settings(), protocol_fd, native=native or NativeStatus())
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.request_shutdown())
     code = runtime.serve()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import select
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -91,55 +91,73 @@ class LineReader:
 
 
 class FrameWriter:
-    """The only writer of protocol frames. Frames queue up (bounded, so a client that stops
-    reading applies backpressure instead of growing memory) and one thread writes them,
-    joining whatever is queued into one write of at most `burst_bytes`."""
+    """The only writer of protocol frames. Frames queue up to `max_queued_bytes` (so a
+    client that stops reading applies backpressure to the producers instead of growing
+    memory) and one thread writes them, joining what is queued into writes of at most
+    `burst_bytes`."""
 
-    def __init__(self, fd: int, max_queued: int, burst_bytes: int = 32 * 1024) -> None:
+    def __init__(self, fd: int, max_queued_bytes: int, burst_bytes: int = 32 * 1024) -> None:
         self._fd = fd
-        self._queue: queue.Queue[bytes | None] = queue.Queue(max_queued)
+        self._frames: deque[bytes | None] = deque()
+        self._queued_bytes = 0
+        self._max_bytes = max_queued_bytes
         self._burst = burst_bytes
+        self._cond = threading.Condition()
         self._broken = False
         self._thread = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
     def send(self, frame: bytes) -> None:
         """Queue one frame (without its newline); blocks while the queue is full."""
-        if not self._broken:
-            self._queue.put(frame + b"\n")
+        self.send_many([frame])
 
     def send_many(self, frames: list[bytes]) -> None:
-        for frame in frames:
-            self.send(frame)
+        """Queue frames that belong together (one scheduler step) in one go."""
+        size = sum(len(f) + 1 for f in frames)
+        with self._cond:
+            # A batch larger than the whole budget still goes through once the queue is
+            # empty; otherwise it could never be written.
+            while self._queued_bytes and self._queued_bytes + size > self._max_bytes:
+                if self._broken:
+                    return
+                self._cond.wait(0.5)
+            if self._broken:
+                return
+            self._frames.extend(f + b"\n" for f in frames)
+            self._queued_bytes += size
+            self._cond.notify_all()
 
     def close(self, timeout: float = 2.0) -> None:
         """Write what is queued, then stop."""
-        if self._thread.is_alive():
-            try:
-                self._queue.put(None, timeout=timeout)
-            except queue.Full:
-                return
-            self._thread.join(timeout)
+        with self._cond:
+            self._frames.append(None)
+            self._cond.notify_all()
+        self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            frame = self._queue.get()
-            if frame is None:
-                return
-            parts = [frame]
-            size = len(frame)
-            closing = False
-            while size < self._burst:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    closing = True
-                    break
-                parts.append(more)
-                size += len(more)
-            self._write(b"".join(parts))
+            with self._cond:
+                while not self._frames:
+                    self._cond.wait()
+                parts: list[bytes] = []
+                size = 0
+                closing = False
+                while self._frames and size < self._burst:
+                    frame = self._frames.popleft()
+                    if frame is None:
+                        closing = True
+                        break
+                    parts.append(frame)
+                    size += len(frame)
+            if parts:
+                self._write(b"".join(parts))
+            with self._cond:
+                self._queued_bytes -= size
+                self._cond.notify_all()
             if closing:
                 return
 
@@ -148,9 +166,11 @@ class FrameWriter:
         while view and not self._broken:
             try:
                 written = os.write(self._fd, view)
-            except BrokenPipeError:
-                # The reader is gone; the reader side sees EOF and shuts us down.
-                self._broken = True
+            except OSError:
+                # The reader is gone (EPIPE); stdin EOF follows and shuts the runtime down.
+                with self._cond:
+                    self._broken = True
+                    self._cond.notify_all()
                 log.warning("stdout closed by the client")
                 return
             view = view[written:]

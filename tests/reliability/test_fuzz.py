@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-
-from mlx_serving.testing.client import RuntimeClient
 from tests.reliability.fuzzing import (
     Fuzzer,
     envelope_variants,
     raw_lines,
     wrong_typed_requests,
 )
+
+from mlx_serving.testing.client import RuntimeClient
 
 FUZZ = settings(
     max_examples=150,

@@ -7,6 +7,28 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..engine import Engine
+from ..native_bridge.blas import BlasStatus
+
+
+@dataclass(frozen=True)
+class NativeStatus:
+    """Which native parts are active, and why each is or is not."""
+
+    active: dict[str, bool] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def detect(cls, blas: BlasStatus) -> NativeStatus:
+        try:
+            from .. import _native  # type: ignore[attr-defined]  # noqa: F401
+
+            extension, note = True, "loaded"
+        except ImportError as exc:
+            extension, note = False, f"not built: {exc}"
+        return cls(
+            active={"blas_bridge": blas.active, "extension": extension},
+            notes={"blas_bridge": blas.reason, "extension": note},
+        )
 
 
 @dataclass
@@ -14,6 +36,7 @@ class RuntimeContext:
     engine: Engine
     settings: Settings
     request_shutdown: Callable[[], None]
+    native: NativeStatus = field(default_factory=NativeStatus)
     restart_count: int = 0
     # Method names and feature flags advertised by runtime/info.
     capabilities: list[str] = field(default_factory=list)

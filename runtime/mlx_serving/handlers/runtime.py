@@ -75,7 +75,8 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
             mlx_supported=True,
             memory=_memory(),
             backend=_backend(),  # type: ignore[arg-type]
-            native={},
+            native=context.native.active,
+            native_notes=context.native.notes,
             limits=Limits(
                 max_frame_bytes=limits.max_frame_bytes,
                 max_output_line_bytes=limits.max_output_line_bytes,

@@ -52,6 +52,7 @@ class RuntimeInfo(msgspec.Struct, kw_only=True):
     memory: MemoryInfo
     backend: Literal["metal", "cuda", "cpu"]
     native: dict[str, bool]
+    native_notes: dict[str, str]
     limits: Limits
 
 

@@ -1,0 +1,213 @@
+"""Faults in one model or stream never take down the runtime or the other streams."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlx_serving.testing.client import RuntimeClient
+
+
+def corrupt_copies(source: Path, root: Path) -> dict[str, Path]:
+    variants = {}
+    for name in ("truncated", "bad_config", "unknown_type", "no_weights", "bad_json"):
+        target = root / name
+        if not target.exists():
+            shutil.copytree(source, target)
+        variants[name] = target
+    weights = variants["truncated"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    config = json.loads((source / "config.json").read_text())
+    (variants["bad_config"] / "config.json").write_text(
+        json.dumps({**config, "hidden_size": "wide"})
+    )
+    (variants["unknown_type"] / "config.json").write_text(
+        json.dumps({**config, "model_type": "no_such_arch"})
+    )
+    (variants["no_weights"] / "model.safetensors").unlink(missing_ok=True)
+    (variants["bad_json"] / "config.json").write_text("{not json")
+    return variants
+
+
+def test_broken_models_fail_to_load_and_the_rest_keeps_working(
+    llama_dir: Path, tmp_path: Path
+) -> None:
+    broken = corrupt_copies(llama_dir, tmp_path)
+    with RuntimeClient() as client:
+        client.call("load_model", {"model_id": "good", "local_path": str(llama_dir)})
+        stream = client.call(
+            "generate",
+            {"model_id": "good", "prompt": "x", "max_tokens": 300, "temperature": 0},
+        )["stream_id"]
+        for name, path in broken.items():
+            frame = client.request("load_model", {"model_id": name, "local_path": str(path)})
+            assert frame["error"]["code"] == -32001, (name, frame)
+            assert frame["error"]["data"]["model_id"] == name
+            assert "Internal" not in frame["error"]["message"]
+        result = client.collect(stream)
+        assert result["event"]["finish_reason"] == "length"
+        assert len(result["chunks"]) == 300
+        state = client.call("runtime/state")
+        assert [m["model_id"] for m in state["loaded_models"]] == ["good"]
+
+
+def test_unloading_a_model_ends_its_streams_with_an_error_only(
+    llama_dir: Path, qwen2_dir: Path
+) -> None:
+    with RuntimeClient() as client:
+        client.call("load_model", {"model_id": "a", "local_path": str(llama_dir)})
+        client.call("load_model", {"model_id": "b", "local_path": str(qwen2_dir)})
+        params = {"prompt": "x", "max_tokens": 3000, "temperature": 0}
+        doomed = client.call("generate", {"model_id": "a", **params})["stream_id"]
+        kept = client.call("generate", {"model_id": "b", **params, "max_tokens": 200})["stream_id"]
+        time.sleep(0.05)
+        assert client.call("unload_model", {"model_id": "a"}) == {"success": True}
+        assert client.call("unload_model", {"model_id": "a"}) == {"success": True}
+        ended = client.collect(doomed)
+        assert ended["event"]["event"] == "error"
+        assert "unloaded" in ended["event"]["error"]
+        assert ended["stats"] is not None
+        assert client.collect(kept)["event"]["finish_reason"] == "length"
+
+
+def test_too_many_streams_are_refused_with_overloaded(llama_dir: Path) -> None:
+    with RuntimeClient() as client:
+        client.call("load_model", {"model_id": "m", "local_path": str(llama_dir)})
+        limit = client.call("runtime/info")["limits"]["max_active_streams"]
+        params = {"model_id": "m", "prompt": "x", "max_tokens": 4000, "temperature": 0}
+        ids = [client.call("generate", {**params})["stream_id"] for _ in range(limit)]
+        refused = client.request("generate", params)
+        assert refused["error"]["code"] == -32006
+        for stream_id in ids:
+            client.call("cancel", {"stream_id": stream_id})
+        for stream_id in ids:
+            assert client.collect(stream_id)["event"]["finish_reason"] == "cancelled"
+        assert client.call("generate", {**params, "max_tokens": 2})["stream_id"]
+
+
+def test_oversize_frame_is_rejected_without_buffering_and_serving_goes_on() -> None:
+    with RuntimeClient() as client:
+        limit = client.call("runtime/info")["limits"]["max_frame_bytes"]
+        huge = (
+            b'{"jsonrpc":"2.0","method":"tokenize","id":1,"params":{"text":"'
+            + b"a" * (limit + 10)
+            + b'"}}\n'
+        )
+        before = _rss(client.process.pid)
+        client.send_raw(huge)
+        info = client.call("runtime/info")
+        frames = [json.loads(line) for line in client.stdout_lines]
+        oversize = [f for f in frames if f.get("error", {}).get("code") == -32600]
+        assert len(oversize) == 1 and oversize[0]["id"] is None
+        assert "exceeds" in oversize[0]["error"]["message"]
+        # The line was skipped in pieces: memory did not grow by the frame's size.
+        assert info["memory"]["rss"] - before < limit // 2
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+STREAMS = 2
+
+
+def test_a_client_that_stops_reading_does_not_grow_runtime_memory(llama_dir: Path) -> None:
+    runtime = subprocess.Popen(
+        [sys.executable, "-m", "mlx_serving"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert runtime.stdin is not None and runtime.stdout is not None
+
+    def send(request_id: int, method: str, params: dict[str, object]) -> None:
+        frame = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        runtime.stdin.write(json.dumps(frame).encode() + b"\n")  # type: ignore[union-attr]
+        runtime.stdin.flush()  # type: ignore[union-attr]
+
+    send(0, "load_model", {"model_id": "m", "local_path": str(llama_dir)})
+    assert b'"result"' in runtime.stdout.readline()
+    baseline = _rss(runtime.pid)
+    # cumulative text makes frames grow with the stream: O(n^2) bytes if nothing pushed back.
+    params = {
+        "model_id": "m",
+        "prompt": "x",
+        "max_tokens": 2500,
+        "temperature": 0,
+        "include_cumulative_text": True,
+        # No end-of-sequence (id 2 in the test tokenizer): every stream runs its full length.
+        "logit_bias": {"2": -100},
+    }
+    for i in range(STREAMS):
+        send(i + 1, "generate", {**params, "stream_id": f"bp{i}"})
+    # The client reads nothing meanwhile: generation must pause, memory must level off.
+    time.sleep(6)
+    paused = _rss(runtime.pid)
+    time.sleep(2)
+    stalled = _rss(runtime.pid)
+    total_bytes = 0
+    finals = 0
+    for line in runtime.stdout:
+        total_bytes += len(line)
+        if b'"stream.event"' in line:
+            finals += 1
+            if finals == STREAMS:
+                break
+    runtime.stdin.close()
+    assert runtime.wait(10) == 0
+    assert finals == STREAMS
+    # The streams wrote far more than the runtime let itself hold while nobody read.
+    assert total_bytes > 20 * 2**20
+    assert stalled - paused < 4 * 2**20, (paused, stalled)
+    assert stalled - baseline < 32 * 2**20, (baseline, stalled, total_bytes)
+    grew = (stalled - baseline) / 2**20
+    print(f"backpressure: {total_bytes / 2**20:.0f} MiB written, RSS grew {grew:.1f} MiB")
+
+
+def test_runtime_exits_when_its_parent_dies() -> None:
+    """The parent is SIGKILLed while our stdin stays open (the pipe's other end lives on
+    in this test process): the runtime still notices and exits, leaving no orphan."""
+    launcher = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'mlx_serving'],"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", launcher], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    runtime_pid = int(parent.stdout.readline())
+    time.sleep(1.5)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 3
+    try:
+        while time.monotonic() < deadline:
+            if _gone(runtime_pid):
+                return
+            time.sleep(0.05)
+        os.kill(runtime_pid, signal.SIGKILL)
+        raise AssertionError("runtime outlived its parent")
+    finally:
+        assert parent.stdin is not None
+        parent.stdin.close()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.startswith("State:") and "Z" in line for line in status)
+    except FileNotFoundError:
+        return True
