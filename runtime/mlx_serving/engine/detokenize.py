@@ -54,9 +54,7 @@ class TextAssembler:
 
     def _release(self, *, final: bool) -> list[PendingToken]:
         text = "".join(t.text for t in self.pending)
-        cut = min(
-            (i for i in (text.find(s) for s in self.stop_sequences) if i >= 0), default=-1
-        )
+        cut = min((i for i in (text.find(s) for s in self.stop_sequences) if i >= 0), default=-1)
         if cut >= 0:
             self.stopped = True
             return self._take_upto(cut, truncate=True)
