@@ -298,6 +298,9 @@ export interface RuntimeInfo {
   native: {
     [k: string]: boolean | undefined;
   };
+  native_notes: {
+    [k: string]: string | undefined;
+  };
   protocol: string;
   version: string;
 }

@@ -1018,6 +1018,12 @@ export const methodsSchema: SchemaDocument = {
           },
           "type": "object"
         },
+        "native_notes": {
+          "additionalProperties": {
+            "type": "string"
+          },
+          "type": "object"
+        },
         "protocol": {
           "type": "string"
         },
@@ -1035,6 +1041,7 @@ export const methodsSchema: SchemaDocument = {
         "memory",
         "backend",
         "native",
+        "native_notes",
         "limits"
       ],
       "title": "RuntimeInfo",

@@ -34,6 +34,7 @@ const info = {
   memory: { rss: 1, vms: 1 },
   backend: 'cpu',
   native: {},
+  native_notes: {},
   limits: {
     max_frame_bytes: 1 << 24,
     max_output_line_bytes: 1 << 24,

@@ -1,0 +1,276 @@
+#!/usr/bin/env node
+/**
+ * `mlx-serving`: the engine from a terminal. Exit codes: 0 ok, 1 the runtime answered an
+ * error (or a generation failed), 2 usage, 3 the runtime could not start or died, 4 the
+ * runtime broke the protocol, 130 interrupted.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { basename, delimiter, resolve } from 'node:path';
+import { createInterface } from 'node:readline/promises';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+import { createEngine, type Engine, type EngineOptions } from './engine.js';
+import { CircuitOpenError, InvalidParamsError, ProtocolError, RuntimeExitedError } from './errors.js';
+import type { GeneratorParams } from './engine.js';
+import type { StatsChunk } from './generator.js';
+import { consoleLogger } from './logger.js';
+import type { ChatMessage } from './types/index.js';
+
+const USAGE = `Usage: mlx-serving <command> [options]
+
+Commands:
+  info                          print the runtime's runtime/info
+  tokenize --model M --text T   tokenize a text
+  generate --model M --prompt P stream a completion to stdout; TTFT and tok/s to stderr
+  chat --model M                interactive chat through the model's chat template
+
+Model (generate, tokenize, chat):
+  --model M            a model directory (loaded as its folder name) or a model id
+Generation:
+  --max-tokens N       (default 256)     --temperature T  (default 0.7)
+  --top-p P            --seed S          --system TEXT    (chat: system message)
+  --chat               generate: send the prompt as one user message (chat template)
+Runtime:
+  --python PATH        python executable (default: $MLX_SERVING_PYTHON, ./.venv, ../.venv, python3)
+  --pythonpath DIRS    extra PYTHONPATH entries, '${delimiter}'-separated
+  --timeout MS         request timeout (default 30000)
+  --verbose            show the runtime's log on stderr
+Output:
+  --json               machine-readable output (generate: one JSON chunk per line)
+
+Exit codes: 0 ok, 1 runtime error, 2 usage, 3 runtime failed to start or died,
+4 protocol violation, 130 interrupted.`;
+
+const OPTIONS = {
+  model: { type: 'string' },
+  prompt: { type: 'string' },
+  text: { type: 'string' },
+  system: { type: 'string' },
+  'max-tokens': { type: 'string' },
+  temperature: { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+  chat: { type: 'boolean' },
+  python: { type: 'string' },
+  pythonpath: { type: 'string' },
+  timeout: { type: 'string' },
+  verbose: { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} satisfies ParseArgsConfig['options'];
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<number> {
+  let values: Values;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true }));
+  } catch (error) {
+    return usage((error as Error).message);
+  }
+  const [command, ...rest] = positionals;
+  if (values.help || !command) {
+    console.log(USAGE);
+    return command || values.help ? 0 : 2;
+  }
+  if (rest.length) return usage(`unexpected argument ${rest[0]}`);
+  const commands: Record<string, (engine: Engine, values: Values) => Promise<number>> = { info, tokenize, generate, chat };
+  const run = commands[command];
+  if (!run) return usage(`unknown command ${command}`);
+
+  let engine: Engine | undefined;
+  try {
+    validate(command, values);
+    engine = await createEngine(engineOptions(values));
+    return await run(engine, values);
+  } catch (error) {
+    return report(error);
+  } finally {
+    await engine?.dispose();
+  }
+}
+
+function engineOptions(values: Values): EngineOptions {
+  const options: EngineOptions = {
+    logger: consoleLogger(values.verbose ? 'debug' : 'warn'),
+    // A CLI run is short: a crash should end it, not restart behind the user's back.
+    restart: false,
+  };
+  if (values.python) options.python = values.python;
+  if (values.pythonpath) options.extraPythonPath = values.pythonpath.split(delimiter).filter(Boolean);
+  if (values.timeout) options.requestTimeoutMs = number('timeout', values.timeout);
+  return options;
+}
+
+function validate(command: string, values: Values): void {
+  if (command !== 'info' && !values.model) throw new UsageError(`${command} needs --model`);
+  if (command === 'generate' && values.prompt === undefined) throw new UsageError('generate needs --prompt');
+  if (command === 'tokenize' && values.text === undefined) throw new UsageError('tokenize needs --text');
+}
+
+async function info(engine: Engine, values: Values): Promise<number> {
+  const info = await engine.runtimeInfo();
+  if (values.json) {
+    console.log(JSON.stringify(info, null, 2));
+  } else {
+    console.log(`mlx-serving runtime ${info.version} (protocol ${info.protocol}, pid ${engine.pid})`);
+    console.log(`  backend       ${info.backend}; mlx ${info.mlx_version}, mlx-lm ${info.mlx_lm_version}`);
+    console.log(`  capabilities  ${info.capabilities.join(', ')}`);
+    const native = Object.entries(info.native).filter(([, on]) => on).map(([name]) => name);
+    console.log(`  native        ${native.length ? native.join(', ') : 'none'}`);
+    console.log(`  memory        rss ${mib(info.memory.rss)}, vms ${mib(info.memory.vms)}`);
+    console.log(`  limits        max_tokens ${info.limits.max_tokens}, max_active_streams ${info.limits.max_active_streams}`);
+  }
+  return 0;
+}
+
+async function tokenize(engine: Engine, values: Values): Promise<number> {
+  const modelId = await loadModel(engine, values.model!);
+  const result = await engine.tokenize({ model_id: modelId, text: values.text! });
+  if (values.json) {
+    console.log(JSON.stringify(result));
+  } else {
+    console.log(`${result.tokens.length} tokens`);
+    result.tokens.forEach((id, i) => console.log(`${String(id).padStart(8)}  ${JSON.stringify(result.token_strings[i])}`));
+  }
+  return 0;
+}
+
+async function generate(engine: Engine, values: Values): Promise<number> {
+  const modelId = await loadModel(engine, values.model!);
+  const params: GeneratorParams = { model_id: modelId, ...sampling(values) };
+  if (values.chat) params.messages = [...systemMessage(values), { role: 'user', content: values.prompt! }];
+  else params.prompt = values.prompt!;
+  const result = await stream(engine, params, values);
+  return result.interrupted ? 130 : 0;
+}
+
+async function chat(engine: Engine, values: Values): Promise<number> {
+  const modelId = await loadModel(engine, values.model!);
+  const history: ChatMessage[] = [...systemMessage(values)];
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY });
+  console.error(`chatting with ${modelId}; /reset clears the conversation, /exit or Ctrl-D leaves`);
+  try {
+    for (;;) {
+      let line: string;
+      try {
+        line = await rl.question('> ');
+      } catch {
+        return 0; // Ctrl-C / Ctrl-D at the prompt
+      }
+      const text = line.trim();
+      if (!text) continue;
+      if (text === '/exit') return 0;
+      if (text === '/reset') {
+        history.splice(0, history.length, ...systemMessage(values));
+        continue;
+      }
+      history.push({ role: 'user', content: text });
+      rl.pause();
+      const reply = await stream(engine, { model_id: modelId, messages: [...history], ...sampling(values) }, values);
+      rl.resume();
+      history.push({ role: 'assistant', content: reply.text });
+    }
+  } finally {
+    rl.close();
+  }
+}
+
+/** Streams one generation to stdout; Ctrl-C cancels it (the runtime ends it `cancelled`). */
+async function stream(engine: Engine, params: GeneratorParams, values: Values): Promise<{ text: string; interrupted: boolean }> {
+  const controller = new AbortController();
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130); // a second Ctrl-C does not wait
+    interrupted = true;
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  const started = performance.now();
+  let firstTokenAt: number | undefined;
+  let text = '';
+  let end: StatsChunk | undefined;
+  try {
+    for await (const chunk of engine.createGenerator(params, { signal: controller.signal })) {
+      if (values.json) process.stdout.write(JSON.stringify(chunk) + '\n');
+      if (chunk.type === 'token') {
+        firstTokenAt ??= performance.now();
+        text += chunk.text;
+        if (!values.json) process.stdout.write(chunk.text);
+      } else {
+        end = chunk;
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+  if (!values.json) process.stdout.write('\n');
+  if (end) {
+    const s = end.stats;
+    const clientTtft = firstTokenAt === undefined ? 'n/a' : `${(firstTokenAt - started).toFixed(1)} ms`;
+    console.error(
+      `[${end.finishReason}] ${s.tokens_generated} tokens · TTFT ${(s.time_to_first_token * 1000).toFixed(1)} ms ` +
+        `(client ${clientTtft}) · ${s.tokens_per_second.toFixed(1)} tok/s · prompt ${s.prompt_tokens} tokens`,
+    );
+  }
+  return { text, interrupted };
+}
+
+/** A directory is loaded under its folder name; anything else is taken as a model id. */
+async function loadModel(engine: Engine, model: string): Promise<string> {
+  const path = resolve(model);
+  if (existsSync(path) && statSync(path).isDirectory()) {
+    const modelId = basename(path);
+    await engine.loadModel({ model_id: modelId, local_path: path });
+    return modelId;
+  }
+  await engine.loadModel({ model_id: model });
+  return model;
+}
+
+function sampling(values: Values): Partial<GeneratorParams> {
+  const params: Partial<GeneratorParams> = {
+    max_tokens: values['max-tokens'] ? number('max-tokens', values['max-tokens']) : 256,
+  };
+  if (values.temperature !== undefined) params.temperature = number('temperature', values.temperature);
+  if (values['top-p'] !== undefined) params.top_p = number('top-p', values['top-p']);
+  if (values.seed !== undefined) params.seed = number('seed', values.seed);
+  return params;
+}
+
+function systemMessage(values: Values): ChatMessage[] {
+  return values.system ? [{ role: 'system', content: values.system }] : [];
+}
+
+function number(name: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value)) throw new UsageError(`--${name} must be a number, got ${JSON.stringify(text)}`);
+  return value;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(0)} MiB`;
+}
+
+function usage(message: string): number {
+  console.error(`mlx-serving: ${message}\n\n${USAGE}`);
+  return 2;
+}
+
+function report(error: unknown): number {
+  if (error instanceof UsageError) return usage(error.message);
+  if (error instanceof Error && error.name === 'AbortError') return 130;
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(`mlx-serving: ${message}`);
+  if (error instanceof InvalidParamsError) {
+    for (const issue of error.issues) console.error(`  ${issue.path || '(params)'}: ${issue.message}`);
+  }
+  if (error instanceof RuntimeExitedError || error instanceof CircuitOpenError) return 3;
+  if (error instanceof ProtocolError) return 4;
+  return 1;
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,64 @@
+/**
+ * The `mlx-serving` CLI as a user runs it: a separate node process, real runtime, exit codes.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { makeModel, tempDir } from './support/runtime.js';
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli.js');
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runCli(args: string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('mlx-serving CLI', async (t) => {
+  const model = await makeModel();
+
+  await t.test('info --json prints runtime/info', async () => {
+    const run = await runCli(['info', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const info = JSON.parse(run.stdout) as { protocol: string; capabilities: string[] };
+    assert.equal(info.protocol, 'json-rpc-2.0');
+    assert.ok(info.capabilities.includes('generate'));
+  });
+
+  await t.test('generate --json streams token chunks then stats', async () => {
+    const run = await runCli(['generate', '--model', model, '--prompt', 'hello', '--max-tokens', '6', '--seed', '3', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const chunks = run.stdout.trim().split('\n').map((line) => JSON.parse(line) as { type: string });
+    const tokens = chunks.filter((c) => c.type === 'token');
+    assert.ok(tokens.length >= 1 && tokens.length <= 6, run.stdout);
+    assert.notEqual(chunks.at(-1)?.type, 'token');
+    assert.match(run.stderr, /tok\/s/);
+  });
+
+  await t.test('a usage error exits 2 with the usage text', async () => {
+    const run = await runCli(['generate', '--prompt', 'x']);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /generate needs --model/);
+  });
+
+  await t.test('a model the runtime cannot load exits 1 with its message', async () => {
+    const run = await runCli(['tokenize', '--model', tempDir(), '--text', 'x']);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, /config\.json|load/i);
+  });
+});
