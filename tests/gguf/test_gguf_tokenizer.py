@@ -17,7 +17,7 @@ from tests.gguf.tiny_gguf import SpmVocab, TinyModel, byte_unicode
 from tokenizers import Regex, pre_tokenizers
 
 from mlx_serving.gguf import import_gguf
-from mlx_serving.gguf.pretokenizers import KNOWN_NAMES, pre_tokenizer_for
+from mlx_serving.gguf.pretokenizers import KNOWN_NAMES, is_recognised, pre_tokenizer_for
 
 VARIED_TEXTS = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -163,7 +163,6 @@ def test_smollm2_special_tokens(
 @pytest.fixture(scope="module")
 def spm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """A tiny llama GGUF carrying a freshly trained SentencePiece vocabulary, converted."""
-    pytest.importorskip("sentencepiece")
     import argparse
 
     corpus = inspect.getsource(argparse) + textwrap.dedent(
@@ -218,5 +217,13 @@ def test_every_known_pre_tokenizer_compiles(name: str) -> None:
     assert "".join(piece for piece, _ in pieces) == text
 
 
-def test_unknown_pre_tokenizer_is_refused() -> None:
-    assert pre_tokenizer_for("no-such-pre-tokenizer") is None
+def test_untranscribed_pre_tokenizer_is_refused() -> None:
+    # llama.cpp knows this split but it is not transcribed: refusing beats splitting wrongly.
+    assert pre_tokenizer_for("deepseek-v3") is None
+
+
+def test_unrecognised_pre_tokenizer_gets_llama_cpp_default() -> None:
+    # llama.cpp falls back to its default split for names it does not know; so do we.
+    assert pre_tokenizer_for("no-such-pre-tokenizer") == pre_tokenizer_for(None)
+    assert not is_recognised("no-such-pre-tokenizer")
+    assert is_recognised("smollm") and is_recognised(None)

@@ -14,6 +14,7 @@ match llama.cpp's:
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tokenizers import (
 from tokenizers.models import BPE
 
 from .errors import GGUFImportError
-from .pretokenizers import KNOWN_NAMES, pre_tokenizer_for
+from .pretokenizers import KNOWN_NAMES, is_recognised, pre_tokenizer_for
 from .reader import MetadataValue
 
 # llama.cpp's token types (tokenizer.ggml.token_type).
@@ -167,8 +168,14 @@ def _byte_level_bpe(path: Path, vocab: Vocabulary) -> Tokenizer:
     split = pre_tokenizer_for(vocab.pre)
     if split is None:
         raise GGUFImportError(
-            f"{path}: unknown pre-tokenizer {vocab.pre!r} in tokenizer.ggml.pre "
-            f"(known: {', '.join(KNOWN_NAMES)})"
+            f"{path}: pre-tokenizer {vocab.pre!r} (tokenizer.ggml.pre) is not supported "
+            f"(supported: {', '.join(KNOWN_NAMES)})"
+        )
+    if not is_recognised(vocab.pre):
+        warnings.warn(
+            f"{path}: unrecognised pre-tokenizer {vocab.pre!r}; splitting words with "
+            "llama.cpp's default regexes, as llama.cpp itself does",
+            stacklevel=2,
         )
     merges = []
     for merge in vocab.merges or []:
