@@ -23,9 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve JSON-RPC on stdin/stdout (the default)")
     demo = sub.add_parser("demo", help="spawn the runtime and stream a demo answer")
-    demo.add_argument("--model", help="model directory (default: a generated demo model)")
-    demo.add_argument("--prompt", default="Tell me about the sea.")
+    demo.add_argument(
+        "--model", help="model directory or GGUF file (default: SmolLM2-135M-Instruct)"
+    )
+    demo.add_argument("--random", action="store_true", help="use a random-weight model")
+    demo.add_argument("--prompt", default="What is the capital of France? Answer in one sentence.")
     demo.add_argument("--max-tokens", type=int, default=64)
+    convert = sub.add_parser("convert-gguf", help="convert a GGUF file to an mlx-lm directory")
+    convert.add_argument("args", nargs=argparse.REMAINDER)
     make = sub.add_parser("make-model", help="write a small random-weight test model")
     make.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -47,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.model, args.prompt, args.max_tokens)
+        return run_demo(args.model, args.prompt, args.max_tokens, random=args.random)
+    if args.command == "convert-gguf":
+        from .gguf.cli import convert_main
+
+        return convert_main(args.args)
     if args.command == "make-model":
         from .testing.make_model import main as make_main
 

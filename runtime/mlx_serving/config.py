@@ -3,6 +3,8 @@ environment overrides will fill this same Struct."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -30,3 +32,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # compat clients expect `cumulative_text` in every chunk; it costs O(n^2) bytes.
     compat_cumulative_text: bool = False
     cache_dir: Path = msgspec.field(default_factory=lambda: Path.home() / ".cache" / "mlx-serving")
+
+
+def settings_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
+    """Defaults with the environment's overrides (`MLX_SERVING_CACHE_DIR`)."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    if env.get("MLX_SERVING_CACHE_DIR"):
+        settings.cache_dir = Path(env["MLX_SERVING_CACHE_DIR"]).expanduser()
+    return settings

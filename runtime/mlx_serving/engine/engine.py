@@ -35,7 +35,9 @@ class Engine:
     # -- models ----------------------------------------------------------------------------
 
     def load(self, params: LoadModelParams) -> LoadModelResult:
-        model_dir = resolve_model_dir(params.model_id, params.local_path, params.revision)
+        model_dir = resolve_model_dir(
+            params.model_id, params.local_path, params.revision, self.settings.cache_dir / "gguf"
+        )
         if params.quantization:
             raise ModelLoadError(
                 "on-the-fly quantization is not supported; load a quantized model directory",
@@ -47,6 +49,7 @@ class Engine:
             context_length=params.context_length,
             trust_remote_code=params.trust_remote_code,
             draft=params.draft,
+            dtype=params.dtype,
         )
         previous = self.models.put(loaded)
         if previous is not None:

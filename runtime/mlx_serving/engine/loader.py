@@ -22,12 +22,29 @@ class LoadedModel:
     draft: bool
 
 
-def resolve_model_dir(model_id: str, local_path: str | None, revision: str | None) -> Path:
-    """A local directory wins; otherwise a Hugging Face repo id is looked up in the local
-    HF cache only (downloading is the downloader's job, never a side effect of loading)."""
+def resolve_model_dir(
+    model_id: str, local_path: str | None, revision: str | None, gguf_cache: Path
+) -> Path:
+    """A local directory or GGUF file wins; otherwise a Hugging Face repo id is looked up in
+    the local HF cache only (downloading is the downloader's job, never a side effect of
+    loading). A GGUF file is converted once into `gguf_cache` and that directory is used."""
     candidate = Path(local_path or model_id).expanduser()
+    if candidate.is_file():
+        return _import_gguf(model_id, candidate, gguf_cache)
     if candidate.is_dir():
-        return candidate.resolve()
+        candidate = candidate.resolve()
+        if (candidate / "config.json").is_file():
+            return candidate
+        ggufs = sorted(candidate.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return _import_gguf(model_id, ggufs[0], gguf_cache)
+        if len(ggufs) > 1:
+            names = ", ".join(p.name for p in ggufs)
+            raise ModelLoadError(
+                f"{candidate} holds several GGUF files ({names}); pass one as local_path",
+                model_id=model_id,
+            )
+        raise ModelLoadError(f"no config.json or .gguf file in {candidate}", model_id=model_id)
     if local_path:
         raise ModelLoadError(f"local_path does not exist: {local_path}", model_id=model_id)
     from huggingface_hub import snapshot_download
@@ -38,6 +55,25 @@ def resolve_model_dir(model_id: str, local_path: str | None, revision: str | Non
     except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError) as exc:
         raise ModelLoadError(
             f"model '{model_id}' is neither a local directory nor in the Hugging Face cache",
+            model_id=model_id,
+        ) from exc
+
+
+def _import_gguf(model_id: str, path: Path, gguf_cache: Path) -> Path:
+    if path.suffix.lower() != ".gguf":
+        raise ModelLoadError(
+            f"{path} is a file but not a .gguf file; pass a model directory or a GGUF file",
+            model_id=model_id,
+        )
+    from ..gguf import GGUFImportError, cached_import
+
+    try:
+        return cached_import(path.resolve(), gguf_cache)
+    except GGUFImportError as exc:
+        raise ModelLoadError(f"cannot import GGUF: {exc}", model_id=model_id) from exc
+    except ImportError as exc:  # the `gguf` package ships in the demo extra
+        raise ModelLoadError(
+            f"GGUF import needs the 'gguf' package ({exc}); pip install 'mlx-serving[demo]'",
             model_id=model_id,
         ) from exc
 
@@ -66,6 +102,18 @@ def _dtype_of(model: Any) -> str:
     return "unknown"
 
 
+def _cast(model: Any, config: dict[str, Any], dtype: str) -> Any:
+    import mlx.core as mx
+    from mlx_lm.utils import dequantize_model
+
+    if config.get("quantization"):
+        model = dequantize_model(model)
+        config.pop("quantization", None)
+    model.set_dtype(getattr(mx, dtype))
+    mx.eval(model.parameters())
+    return model
+
+
 def load_model(
     model_id: str,
     model_dir: Path,
@@ -73,6 +121,7 @@ def load_model(
     context_length: int | None,
     trust_remote_code: bool,
     draft: bool,
+    dtype: str | None = None,
 ) -> LoadedModel:
     from mlx_lm.utils import get_total_parameters, load
 
@@ -92,6 +141,8 @@ def load_model(
         raise ModelLoadError(
             f"failed to load model '{model_id}': {type(exc).__name__}: {exc}", model_id=model_id
         ) from exc
+    if dtype is not None:
+        model = _cast(model, config, dtype)
     return LoadedModel(
         model_id=model_id,
         model=model,

@@ -13,7 +13,7 @@ from .errors import GGUFImportError
 
 def convert_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="convert-gguf",
+        prog="mlx-serving-runtime convert-gguf",
         description="Convert a llama-family GGUF file into an mlx-lm model directory.",
     )
     parser.add_argument("file", type=Path, help="GGUF file (llama, mistral or qwen2)")

@@ -83,6 +83,9 @@ class LoadModelParams(msgspec.Struct, kw_only=True):
     context_length: Annotated[int, Meta(ge=1)] | None = None
     trust_remote_code: bool = False
     draft: bool = False
+    # Extension: compute dtype. A quantized model is dequantized first; on Linux CPU float32
+    # runs through the optimized BLAS and decodes about 2x faster than 4-bit weights.
+    dtype: Literal["float32", "float16", "bfloat16"] | None = None
 
 
 class LoadModelResult(msgspec.Struct, kw_only=True):

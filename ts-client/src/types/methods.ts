@@ -256,6 +256,7 @@ export interface DetokenizeResult {
 export interface LoadModelParams {
   context_length?: number | null;
   draft?: boolean;
+  dtype?: ("bfloat16" | "float16" | "float32") | null;
   local_path?: string | null;
   model_id: string;
   quantization?: string | null;

@@ -825,6 +825,21 @@ export const methodsSchema: SchemaDocument = {
           "default": false,
           "type": "boolean"
         },
+        "dtype": {
+          "anyOf": [
+            {
+              "enum": [
+                "bfloat16",
+                "float16",
+                "float32"
+              ]
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
         "local_path": {
           "anyOf": [
             {
