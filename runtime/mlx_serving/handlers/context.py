@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..config import Settings
 from ..engine import Engine
 from ..native_bridge.blas import BlasStatus
+from ..native_bridge.metrics import collector_status
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,18 @@ class NativeStatus:
             extension, note = True, "loaded"
         except ImportError as exc:
             extension, note = False, f"not built: {exc}"
+        metrics_active, metrics_note = collector_status()
         return cls(
-            active={"blas_bridge": blas.active, "extension": extension},
-            notes={"blas_bridge": blas.reason, "extension": note},
+            active={
+                "blas_bridge": blas.active,
+                "extension": extension,
+                "metrics_collector": metrics_active,
+            },
+            notes={
+                "blas_bridge": blas.reason,
+                "extension": note,
+                "metrics_collector": metrics_note,
+            },
         )
 
 
