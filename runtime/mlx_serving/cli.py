@@ -9,19 +9,23 @@ import os
 import sys
 
 
-def _configure_logging() -> None:
-    level = os.environ.get("MLX_SERVING_LOG_LEVEL", "INFO").upper()
+def _configure_logging(level: str | None = None, fmt: str | None = None) -> None:
+    level = level or os.environ.get("MLX_SERVING_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, level, logging.INFO),
-        format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
+        format=fmt or "[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
+        force=True,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlx-serving-runtime", description=__doc__)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="serve JSON-RPC on stdin/stdout (the default)")
+    serve = sub.add_parser("serve", help="serve JSON-RPC on stdin/stdout (the default)")
+    serve.add_argument(
+        "--config", metavar="FILE", help="runtime.yaml to read (default: $MLX_SERVING_CONFIG)"
+    )
     demo = sub.add_parser("demo", help="spawn the runtime and stream a demo answer")
     demo.add_argument(
         "--model", help="model directory or GGUF file (default: SmolLM2-135M-Instruct)"
@@ -37,18 +41,31 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
 
     if args.command in (None, "serve"):
+        from .config import ConfigError, load_settings
+
+        # A bad config ends the process before it reads a request, so a supervisor that
+        # restarts the runtime sees the reason on stderr instead of a half-configured server.
+        try:
+            settings = load_settings(getattr(args, "config", None))
+        except ConfigError as exc:
+            print(f"mlx-serving: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        _configure_logging(settings.logging.level, settings.logging.format)
         # OpenBLAS must be in the global symbol scope before mlx.core loads (server → engine
         # → mlx), and stdout must already be ours: OpenBLAS reports errors on stdout.
         from .native_bridge.blas import preload_optimized_blas
         from .transport import claim_stdout
 
         protocol_fd = claim_stdout()
-        blas = preload_optimized_blas(os.environ.get("MLX_SERVING_BLAS", "auto"))
+        blas_mode = settings.python_runtime.blas
+        blas = preload_optimized_blas(
+            blas_mode if isinstance(blas_mode, str) else ("on" if blas_mode else "off")
+        )
         logging.getLogger(__name__).info("BLAS bridge: %s", blas.reason)
         from .handlers.context import NativeStatus
         from .server import run
 
-        return run(protocol_fd, native=NativeStatus.detect(blas))
+        return run(protocol_fd, settings, native=NativeStatus.detect(blas))
     if args.command == "demo":
         from .demo import run_demo
 

@@ -1,43 +1,420 @@
-"""Settings of one runtime process. Defaults follow PROTOCOL.md; `runtime.yaml` and
-environment overrides will fill this same Struct."""
+"""Settings of one runtime process: `runtime.yaml`, its environments and the process
+environment, validated into one Struct.
+
+Precedence, lowest first: the defaults below; the config file (`--config FILE` or
+`MLX_SERVING_CONFIG`); the file's `environments.<name>` overlay selected by `MLX_SERVING_ENV`
+(or the file's own `environment` key); the legacy variables `MLX_SERVING_CACHE_DIR` and
+`MLX_SERVING_LOG_LEVEL`; then `MLX_SERVING_<SECTION>__<KEY>` variables, one per key, whose
+values are read as YAML scalars or flow collections (`8`, `true`, `[/models, /srv/models]`).
+
+Every section forbids unknown keys, so a typo fails the start with the key's path instead
+of being ignored. docs/CONFIG.md describes the keys; protocol/schemas/runtime_config.json
+is generated from these Structs.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 MiB = 1024 * 1024
 
+ENV_PREFIX = "MLX_SERVING_"
+CONFIG_ENV = "MLX_SERVING_CONFIG"
+ENVIRONMENT_ENV = "MLX_SERVING_ENV"
+# Variables that predate runtime.yaml, and the key each one sets.
+LEGACY_ENV = {
+    "MLX_SERVING_CACHE_DIR": ("models", "cache_dir"),
+    "MLX_SERVING_LOG_LEVEL": ("logging", "level"),
+}
 
-class Limits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+Positive = Annotated[int, Meta(ge=1)]
+Bytes = Annotated[int, Meta(ge=1024)]
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class PythonRuntimeConfig(_Section):
+    """`python_runtime`: the runtime process itself."""
+
+    # OpenBLAS bridge for MLX's CPU GEMMs: "auto" turns it on for Linux CPU builds. A bool
+    # too, because YAML reads a bare `on`/`off` as true/false. MLX_SERVING_BLAS still wins.
+    blas: bool | Literal["auto"] = "auto"
+    # How often to check that the parent process is still alive (it may die without
+    # closing our stdin when it handed its pipe to another process).
+    parent_watch_interval_s: Annotated[float, Meta(gt=0.0, le=60.0)] = 0.25
+
+
+class JsonRpcLimits(_Section):
+    """`json_rpc`: framing and request limits (`Settings.limits`)."""
+
     # 16 MiB lets a 10 MiB image through base64-encoded.
-    max_frame_bytes: int = 16 * MiB
+    max_frame_bytes: Bytes = 16 * MiB
     # Results (large tokenize answers) may be long; our TS client accepts up to this.
-    max_output_line_bytes: int = 16 * MiB
-    max_tokens: int = 4096
-    max_temperature: float = 2.0
-    max_prompt_bytes: int = 1 * MiB
-    max_active_streams: int = 64
-    request_workers: int = 8
+    max_output_line_bytes: Bytes = 16 * MiB
+    max_tokens: Positive = 4096
+    max_temperature: Annotated[float, Meta(ge=0.0)] = 2.0
+    max_prompt_bytes: Positive = 1 * MiB
+    max_active_streams: Positive = 64
+    # Threads running the methods that are not answered inline (load_model, generate …).
+    request_workers: Positive = 8
     # Bytes of frames waiting for stdout; a client that stops reading pauses generation
     # (and answers) here instead of growing memory.
-    outbound_queue_bytes: int = 8 * MiB
+    outbound_queue_bytes: Bytes = 8 * MiB
+
+
+# The name existing callers import.
+Limits = JsonRpcLimits
+
+
+class StreamRegistryConfig(_Section):
+    """`stream_registry`: how stream output is framed."""
+
+    # compat clients expect `cumulative_text` in every chunk; it costs O(n^2) bytes.
+    compat_cumulative_text: bool = False
+
+
+class SchedulerConfig(_Section):
+    """`scheduler`: the continuous batch of each loaded model (engine/scheduler.py)."""
+
+    # Streams decoded together in one step.
+    max_batch_size: Positive = 32
+    # Long prompts are prefilled in chunks of this many tokens so that the decode steps of
+    # the other streams interleave; small enough for every few hundred ms on CPU.
+    prefill_chunk_tokens: Positive = 512
+    # KV caches kept per model for later prompts sharing a prefix; 0 disables.
+    prompt_cache_bytes: Annotated[int, Meta(ge=0)] = 1 << 30
+    prompt_cache_entries: Annotated[int, Meta(ge=0)] = 64
+
+
+def _default_cache_dir() -> str:
+    return str(Path.home() / ".cache" / "mlx-serving")
+
+
+class ModelsConfig(_Section):
+    """`models`: defaults of load_model and bounds on what is resident."""
+
+    # Runtime-owned files (GGUF imports under `gguf/`).
+    cache_dir: str = msgspec.field(default_factory=_default_cache_dir)
+    # Context length of a load_model that names none (capped at the model's own); null
+    # uses the model's.
+    default_context_length: Positive | None = None
+    # load_model of a new model_id fails while this many are loaded or loading; null: no
+    # bound. Models are never evicted implicitly: that would end their streams.
+    max_loaded_models: Positive | None = None
+
+
+def _default_allow_patterns() -> list[str]:
+    # What mlx-lm reads: config and weights, tokenizer files, chat templates. No *.py: code
+    # from a repository is never fetched unless asked for.
+    return [
+        "*.json",
+        "model*.safetensors",
+        "tokenizer.model",
+        "*.tiktoken",
+        "tiktoken.model",
+        "*.txt",
+        "*.jinja",
+    ]
+
+
+class DownloadConfig(_Section):
+    """`download`: download_model and mlx-serving-download."""
+
+    # Hugging Face cache layout; null: the Hub's default cache (HF_HUB_CACHE), where
+    # load_model also looks up repo ids.
+    cache_dir: str | None = None
+    allow_patterns: list[str] = msgspec.field(default_factory=_default_allow_patterns)
+    # Files fetched in parallel.
+    max_workers: Annotated[int, Meta(ge=1, le=64)] = 8
+    # Least seconds between two runtime.progress notifications of one download.
+    progress_interval_s: Annotated[float, Meta(ge=0.0)] = 0.25
+
+
+class TelemetryConfig(_Section):
+    """`telemetry`: what the runtime measures and announces."""
+
+    # Counters and latency histograms served by runtime/metrics.
+    enabled: bool = True
+    # Event notifications (model loaded/unloaded, generation started/completed, errors).
+    events: bool = True
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LoggingConfig(_Section):
+    """`logging`: the runtime logs to stderr only; stdout is the protocol's."""
+
+    level: LogLevel = "INFO"
+    format: str = "[%(asctime)s] [%(levelname)s] %(name)s: %(message)s"
+
+
+class SecurityConfig(_Section):
+    """`security`: what a request may make the runtime read or run."""
+
+    # When non-empty, load_model accepts only model files that resolve (symlinks followed)
+    # to a path under one of these folders. Include the download cache to load downloads.
+    allowed_model_roots: list[str] = []
+    # load_model's trust_remote_code runs Python shipped with a model; refused unless set.
+    allow_trust_remote_code: bool = False
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    limits: Limits = msgspec.field(default_factory=Limits)
-    # compat clients expect `cumulative_text` in every chunk; it costs O(n^2) bytes.
-    compat_cumulative_text: bool = False
-    cache_dir: Path = msgspec.field(default_factory=lambda: Path.home() / ".cache" / "mlx-serving")
+    """runtime.yaml: the settings of one runtime process."""
+
+    # The environments entry applied (from MLX_SERVING_ENV, else this key).
+    environment: str | None = None
+    python_runtime: PythonRuntimeConfig = msgspec.field(default_factory=PythonRuntimeConfig)
+    limits: JsonRpcLimits = msgspec.field(default_factory=JsonRpcLimits, name="json_rpc")
+    stream_registry: StreamRegistryConfig = msgspec.field(default_factory=StreamRegistryConfig)
+    scheduler: SchedulerConfig = msgspec.field(default_factory=SchedulerConfig)
+    models: ModelsConfig = msgspec.field(default_factory=ModelsConfig)
+    download: DownloadConfig = msgspec.field(default_factory=DownloadConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    # Partial settings per deployment (`production`, `test` …) laid over the rest of the
+    # file. Empty in the effective settings, which already include the one applied.
+    environments: dict[str, Settings] = {}
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.models.cache_dir)
+
+    @property
+    def compat_cumulative_text(self) -> bool:
+        return self.stream_registry.compat_cumulative_text
+
+
+class ConfigError(Exception):
+    """A config file or override that does not validate; the message names where."""
+
+
+# -- loading -------------------------------------------------------------------------------
+
+# Keys holding paths: relative ones in the file are relative to the file's folder.
+_PATH_KEYS: list[tuple[tuple[str, ...], bool]] = [
+    (("models", "cache_dir"), False),
+    (("download", "cache_dir"), False),
+    (("security", "allowed_model_roots"), True),
+]
+
+
+def load_settings(
+    config_path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The effective settings: defaults, the config file (`config_path`, else
+    `$MLX_SERVING_CONFIG`), its selected environment, then the environment's overrides.
+    Raises ConfigError naming the file or variable and the key path."""
+    env = os.environ if environ is None else environ
+    path = config_path or env.get(CONFIG_ENV) or None
+    document: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = f"config file {path}"
+        document = _read_document(Path(path), source)
+    environments = document.pop("environments", None) or {}
+    if not isinstance(environments, dict):
+        raise ConfigError(f"{source}: environments: expected a mapping of name to settings")
+    _validate(document, source)
+    for name, overlay in environments.items():
+        prefix = f"environments.{name}"
+        if not isinstance(overlay, dict):
+            raise ConfigError(f"{source}: {prefix}: expected a mapping")
+        for key in ("environment", "environments"):
+            if key in overlay:
+                raise ConfigError(f"{source}: {prefix}.{key}: not allowed inside an environment")
+        _validate(_normalise(overlay), source, prefix)
+        _resolve_paths(overlay, Path(path).parent if path else None)
+    _resolve_paths(document, Path(path).parent if path else None)
+
+    selected = env.get(ENVIRONMENT_ENV) or document.get("environment")
+    if selected:
+        if path is None:
+            raise ConfigError(
+                f"{ENVIRONMENT_ENV}={selected}: no config file to take environments from "
+                f"(--config FILE or {CONFIG_ENV})"
+            )
+        if selected not in environments:
+            defined = ", ".join(sorted(environments)) or "none"
+            origin = ENVIRONMENT_ENV if env.get(ENVIRONMENT_ENV) else source
+            raise ConfigError(
+                f"{origin}: no environment {selected!r} in {source} (defined: {defined})"
+            )
+        document = _merge(document, environments[selected])
+        document["environment"] = selected
+
+    overrides, origins = _environment_overrides(env)
+    document = _merge(document, overrides)
+    settings = _convert(document, lambda key_path: _origin(key_path, origins, source))
+    _resolve_paths_after_env(settings)
+    return settings
 
 
 def settings_from_environment(environ: Mapping[str, str] | None = None) -> Settings:
-    """Defaults with the environment's overrides (`MLX_SERVING_CACHE_DIR`)."""
-    env = os.environ if environ is None else environ
-    settings = Settings()
-    if env.get("MLX_SERVING_CACHE_DIR"):
-        settings.cache_dir = Path(env["MLX_SERVING_CACHE_DIR"]).expanduser()
-    return settings
+    """The settings for a runtime started without `--config`: `$MLX_SERVING_CONFIG` if set,
+    and the environment's overrides."""
+    return load_settings(None, environ)
+
+
+def _read_document(path: Path, source: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    return _normalise(data)
+
+
+def _normalise(document: dict[str, Any]) -> dict[str, Any]:
+    """Case-insensitive log levels, as the environment variable always had."""
+    logging_section = document.get("logging")
+    if isinstance(logging_section, dict) and isinstance(logging_section.get("level"), str):
+        logging_section["level"] = logging_section["level"].upper()
+    return document
+
+
+def _validate(document: dict[str, Any], source: str, prefix: str = "") -> None:
+    _convert(document, lambda _: source, prefix)
+
+
+def _convert(
+    document: dict[str, Any], origin_of: Callable[[str], str], prefix: str = ""
+) -> Settings:
+    try:
+        return msgspec.convert(document, Settings)
+    except msgspec.ValidationError as exc:
+        key_path, message = _describe(exc)
+        full_path = ".".join(p for p in (prefix, key_path) if p) or "(top level)"
+        raise ConfigError(f"{origin_of(key_path)}: {full_path}: {message}") from None
+
+
+_AT = re.compile(r" - at `\$\.?([^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
+_QUOTED = re.compile(r"`([^`]*)`")
+
+
+def _describe(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's "Expected `int`, got `str` - at `$.a.b`" as ("a.b", "expected int, got
+    str"); an unknown key is reported at its own path."""
+    text = str(exc)
+    found = _AT.search(text)
+    key_path = found.group(1) if found else ""
+    message = text[: found.start()] if found else text
+    unknown = _UNKNOWN.match(message)
+    if unknown:
+        key_path = ".".join(p for p in (key_path, unknown.group(1)) if p)
+        return key_path, "unknown key"
+    message = _QUOTED.sub(r"\1", message)
+    return key_path, message[:1].lower() + message[1:]
+
+
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; anything else (lists included) replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _environment_overrides(
+    env: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """`MLX_SERVING_<SECTION>__<KEY>=value` as a partial document, and which variable set
+    each key path."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    entries: list[tuple[str, tuple[str, ...]]] = [
+        (name, keys) for name, keys in LEGACY_ENV.items() if env.get(name)
+    ]
+    entries += sorted(
+        (name, tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__")))
+        for name in env
+        if name.startswith(ENV_PREFIX) and "__" in name
+    )
+    for name, keys in entries:
+        raw = env[name]
+        if name in LEGACY_ENV:
+            value: Any = raw.upper() if keys == ("logging", "level") else raw
+        else:
+            if not all(keys):
+                raise ConfigError(f"environment variable {name}: empty key in the name")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"environment variable {name}: not a YAML value: {exc}") from None
+        node = overrides
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name}: {'.'.join(keys)} conflicts")
+            node = child
+        node[keys[-1]] = value
+        origins[keys] = f"environment variable {name}"
+    return _normalise(overrides), origins
+
+
+def _origin(key_path: str, origins: Mapping[tuple[str, ...], str], source: str) -> str:
+    """The variable that set `key_path` (or a key above it), else the file."""
+    keys = tuple(re.split(r"[.\[]", key_path)) if key_path else ()
+    for length in range(len(keys), 0, -1):
+        if keys[:length] in origins:
+            return origins[keys[:length]]
+    # A variable that set a key below one whose type is wrong (`LEVEL__X` under a string).
+    below = [name for set_keys, name in origins.items() if set_keys[: len(keys)] == keys]
+    return below[0] if keys and below else source
+
+
+def _resolve_paths(document: dict[str, Any], base: Path | None) -> None:
+    for keys, is_list in _PATH_KEYS:
+        section = document.get(keys[0])
+        if not isinstance(section, dict) or section.get(keys[1]) is None:
+            continue
+        value = section[keys[1]]
+        if is_list and isinstance(value, list):
+            section[keys[1]] = [_path(item, base) for item in value]
+        elif not is_list:
+            section[keys[1]] = _path(value, base)
+
+
+def _path(value: Any, base: Path | None) -> Any:
+    if not isinstance(value, str):
+        return value  # left for validation to report
+    path = Path(value).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    return str(path)
+
+
+def _resolve_paths_after_env(settings: Settings) -> None:
+    """Paths from variables: `~` expanded, relative to the working directory."""
+    settings.models.cache_dir = str(Path(settings.models.cache_dir).expanduser().absolute())
+    if settings.download.cache_dir is not None:
+        settings.download.cache_dir = str(Path(settings.download.cache_dir).expanduser().absolute())
+    settings.security.allowed_model_roots = [
+        str(Path(root).expanduser().absolute()) for root in settings.security.allowed_model_roots
+    ]

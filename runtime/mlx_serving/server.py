@@ -94,7 +94,7 @@ class Runtime:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
     def serve(self) -> int:
-        self.watch_parent()
+        self.watch_parent(self.settings.python_runtime.parent_watch_interval_s)
         print(READY_LINE, file=sys.stderr, flush=True)
         for line in self.reader:
             if isinstance(line, OversizeLine):

@@ -85,6 +85,7 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
                 max_prompt_bytes=limits.max_prompt_bytes,
                 max_active_streams=limits.max_active_streams,
             ),
+            config=context.settings,
         )
 
     def state(_: Empty) -> RuntimeState:

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from ..config import Settings
 from .envelope import ErrorFrame, NotificationFrame, RequestFrame, ResultFrame
 from .errors import ErrorObject, ModelErrorData, ValidationErrorData
 from .methods import METHODS
@@ -49,6 +50,16 @@ def _notifications() -> dict[str, Any]:
     return document
 
 
+def _runtime_config() -> dict[str, Any]:
+    """The schema of runtime.yaml itself (for editors and for checking a file in CI)."""
+    document = msgspec.json.schema(Settings, ref_template=REF_TEMPLATE)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "mlx-serving runtime.yaml",
+        **document,
+    }
+
+
 def build_schemas() -> dict[str, dict[str, Any]]:
     params = {f"{name}.params": spec.params for name, spec in METHODS.items()}
     results = {f"{name}.result": spec.result for name, spec in METHODS.items()}
@@ -76,6 +87,7 @@ def build_schemas() -> dict[str, dict[str, Any]]:
                 "model_error_data": ModelErrorData,
             },
         ),
+        "runtime_config.json": _runtime_config(),
     }
 
 

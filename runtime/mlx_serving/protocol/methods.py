@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from ..config import Settings
+
 UNSET = msgspec.UNSET
 
 MiB = 1024 * 1024
@@ -54,6 +56,8 @@ class RuntimeInfo(msgspec.Struct, kw_only=True):
     native: dict[str, bool]
     native_notes: dict[str, str]
     limits: Limits
+    # Extension: the effective runtime.yaml settings (file, environment and overrides).
+    config: Settings
 
 
 class LoadedModelState(msgspec.Struct, kw_only=True):

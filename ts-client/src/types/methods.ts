@@ -291,6 +291,7 @@ export interface Empty {}
 export interface RuntimeInfo {
   backend: "cpu" | "cuda" | "metal";
   capabilities: string[];
+  config: Settings;
   limits: Limits;
   memory: MemoryInfo;
   mlx_lm_version: string;
@@ -304,6 +305,127 @@ export interface RuntimeInfo {
   };
   protocol: string;
   version: string;
+}
+/**
+ * runtime.yaml: the settings of one runtime process.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "Settings".
+ */
+export interface Settings {
+  download?: DownloadConfig;
+  environment?: string | null;
+  environments?: {
+    [k: string]: Settings;
+  };
+  json_rpc?: JsonRpcLimits;
+  logging?: LoggingConfig;
+  models?: ModelsConfig;
+  python_runtime?: PythonRuntimeConfig;
+  scheduler?: SchedulerConfig;
+  security?: SecurityConfig;
+  stream_registry?: StreamRegistryConfig;
+  telemetry?: TelemetryConfig;
+}
+/**
+ * `download`: download_model and mlx-serving-download.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DownloadConfig".
+ */
+export interface DownloadConfig {
+  allow_patterns?: string[];
+  cache_dir?: string | null;
+  max_workers?: number;
+  progress_interval_s?: number;
+}
+/**
+ * `json_rpc`: framing and request limits (`Settings.limits`).
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "JsonRpcLimits".
+ */
+export interface JsonRpcLimits {
+  max_active_streams?: number;
+  max_frame_bytes?: number;
+  max_output_line_bytes?: number;
+  max_prompt_bytes?: number;
+  max_temperature?: number;
+  max_tokens?: number;
+  outbound_queue_bytes?: number;
+  request_workers?: number;
+}
+/**
+ * `logging`: the runtime logs to stderr only; stdout is the protocol's.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "LoggingConfig".
+ */
+export interface LoggingConfig {
+  format?: string;
+  level?: "CRITICAL" | "DEBUG" | "ERROR" | "INFO" | "WARNING";
+}
+/**
+ * `models`: defaults of load_model and bounds on what is resident.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "ModelsConfig".
+ */
+export interface ModelsConfig {
+  cache_dir?: string;
+  default_context_length?: number | null;
+  max_loaded_models?: number | null;
+}
+/**
+ * `python_runtime`: the runtime process itself.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "PythonRuntimeConfig".
+ */
+export interface PythonRuntimeConfig {
+  blas?: boolean | "auto";
+  parent_watch_interval_s?: number;
+}
+/**
+ * `scheduler`: the continuous batch of each loaded model (engine/scheduler.py).
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "SchedulerConfig".
+ */
+export interface SchedulerConfig {
+  max_batch_size?: number;
+  prefill_chunk_tokens?: number;
+  prompt_cache_bytes?: number;
+  prompt_cache_entries?: number;
+}
+/**
+ * `security`: what a request may make the runtime read or run.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "SecurityConfig".
+ */
+export interface SecurityConfig {
+  allow_trust_remote_code?: boolean;
+  allowed_model_roots?: string[];
+}
+/**
+ * `stream_registry`: how stream output is framed.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "StreamRegistryConfig".
+ */
+export interface StreamRegistryConfig {
+  compat_cumulative_text?: boolean;
+}
+/**
+ * `telemetry`: what the runtime measures and announces.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "TelemetryConfig".
+ */
+export interface TelemetryConfig {
+  enabled?: boolean;
+  events?: boolean;
 }
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema

@@ -471,6 +471,43 @@ export const methodsSchema: SchemaDocument = {
       "title": "DetokenizeResult",
       "type": "object"
     },
+    "DownloadConfig": {
+      "additionalProperties": false,
+      "description": "`download`: download_model and mlx-serving-download.",
+      "properties": {
+        "allow_patterns": {
+          "items": {
+            "type": "string"
+          },
+          "type": "array"
+        },
+        "cache_dir": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "max_workers": {
+          "default": 8,
+          "maximum": 64,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "progress_interval_s": {
+          "default": 0.25,
+          "minimum": 0,
+          "type": "number"
+        }
+      },
+      "required": [],
+      "title": "DownloadConfig",
+      "type": "object"
+    },
     "Empty": {
       "description": "Params of the methods that take none (a client may still send `{}` or `[]`).",
       "properties": {},
@@ -757,6 +794,55 @@ export const methodsSchema: SchemaDocument = {
       "title": "ImagePart",
       "type": "object"
     },
+    "JsonRpcLimits": {
+      "additionalProperties": false,
+      "description": "`json_rpc`: framing and request limits (`Settings.limits`).",
+      "properties": {
+        "max_active_streams": {
+          "default": 64,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "max_frame_bytes": {
+          "default": 16777216,
+          "minimum": 1024,
+          "type": "integer"
+        },
+        "max_output_line_bytes": {
+          "default": 16777216,
+          "minimum": 1024,
+          "type": "integer"
+        },
+        "max_prompt_bytes": {
+          "default": 1048576,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "max_temperature": {
+          "default": 2,
+          "minimum": 0,
+          "type": "number"
+        },
+        "max_tokens": {
+          "default": 4096,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "outbound_queue_bytes": {
+          "default": 8388608,
+          "minimum": 1024,
+          "type": "integer"
+        },
+        "request_workers": {
+          "default": 8,
+          "minimum": 1,
+          "type": "integer"
+        }
+      },
+      "required": [],
+      "title": "JsonRpcLimits",
+      "type": "object"
+    },
     "JsonSchemaGuidance": {
       "properties": {
         "mode": {
@@ -956,6 +1042,29 @@ export const methodsSchema: SchemaDocument = {
       "title": "LoadedModelState",
       "type": "object"
     },
+    "LoggingConfig": {
+      "additionalProperties": false,
+      "description": "`logging`: the runtime logs to stderr only; stdout is the protocol's.",
+      "properties": {
+        "format": {
+          "default": "[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
+          "type": "string"
+        },
+        "level": {
+          "default": "INFO",
+          "enum": [
+            "CRITICAL",
+            "DEBUG",
+            "ERROR",
+            "INFO",
+            "WARNING"
+          ]
+        }
+      },
+      "required": [],
+      "title": "LoggingConfig",
+      "type": "object"
+    },
     "MemoryInfo": {
       "properties": {
         "rss": {
@@ -972,11 +1081,75 @@ export const methodsSchema: SchemaDocument = {
       "title": "MemoryInfo",
       "type": "object"
     },
+    "ModelsConfig": {
+      "additionalProperties": false,
+      "description": "`models`: defaults of load_model and bounds on what is resident.",
+      "properties": {
+        "cache_dir": {
+          "type": "string"
+        },
+        "default_context_length": {
+          "anyOf": [
+            {
+              "minimum": 1,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "max_loaded_models": {
+          "anyOf": [
+            {
+              "minimum": 1,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        }
+      },
+      "required": [],
+      "title": "ModelsConfig",
+      "type": "object"
+    },
     "NotServed": {
       "description": "Placeholder result of methods the protocol names but this build does not serve.",
       "properties": {},
       "required": [],
       "title": "NotServed",
+      "type": "object"
+    },
+    "PythonRuntimeConfig": {
+      "additionalProperties": false,
+      "description": "`python_runtime`: the runtime process itself.",
+      "properties": {
+        "blas": {
+          "anyOf": [
+            {
+              "type": "boolean"
+            },
+            {
+              "enum": [
+                "auto"
+              ]
+            }
+          ],
+          "default": "auto"
+        },
+        "parent_watch_interval_s": {
+          "default": 0.25,
+          "exclusiveMinimum": 0,
+          "maximum": 60,
+          "type": "number"
+        }
+      },
+      "required": [],
+      "title": "PythonRuntimeConfig",
       "type": "object"
     },
     "RegexGuidance": {
@@ -1011,6 +1184,9 @@ export const methodsSchema: SchemaDocument = {
             "type": "string"
           },
           "type": "array"
+        },
+        "config": {
+          "$ref": "#/$defs/Settings"
         },
         "limits": {
           "$ref": "#/$defs/Limits"
@@ -1057,7 +1233,8 @@ export const methodsSchema: SchemaDocument = {
         "backend",
         "native",
         "native_notes",
-        "limits"
+        "limits",
+        "config"
       ],
       "title": "RuntimeInfo",
       "type": "object"
@@ -1085,6 +1262,122 @@ export const methodsSchema: SchemaDocument = {
       "title": "RuntimeState",
       "type": "object"
     },
+    "SchedulerConfig": {
+      "additionalProperties": false,
+      "description": "`scheduler`: the continuous batch of each loaded model (engine/scheduler.py).",
+      "properties": {
+        "max_batch_size": {
+          "default": 32,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "prefill_chunk_tokens": {
+          "default": 512,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "prompt_cache_bytes": {
+          "default": 1073741824,
+          "minimum": 0,
+          "type": "integer"
+        },
+        "prompt_cache_entries": {
+          "default": 64,
+          "minimum": 0,
+          "type": "integer"
+        }
+      },
+      "required": [],
+      "title": "SchedulerConfig",
+      "type": "object"
+    },
+    "SecurityConfig": {
+      "additionalProperties": false,
+      "description": "`security`: what a request may make the runtime read or run.",
+      "properties": {
+        "allow_trust_remote_code": {
+          "default": false,
+          "type": "boolean"
+        },
+        "allowed_model_roots": {
+          "default": [],
+          "items": {
+            "type": "string"
+          },
+          "type": "array"
+        }
+      },
+      "required": [],
+      "title": "SecurityConfig",
+      "type": "object"
+    },
+    "Settings": {
+      "additionalProperties": false,
+      "description": "runtime.yaml: the settings of one runtime process.",
+      "properties": {
+        "download": {
+          "$ref": "#/$defs/DownloadConfig"
+        },
+        "environment": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "environments": {
+          "additionalProperties": {
+            "$ref": "#/$defs/Settings"
+          },
+          "default": {},
+          "type": "object"
+        },
+        "json_rpc": {
+          "$ref": "#/$defs/JsonRpcLimits"
+        },
+        "logging": {
+          "$ref": "#/$defs/LoggingConfig"
+        },
+        "models": {
+          "$ref": "#/$defs/ModelsConfig"
+        },
+        "python_runtime": {
+          "$ref": "#/$defs/PythonRuntimeConfig"
+        },
+        "scheduler": {
+          "$ref": "#/$defs/SchedulerConfig"
+        },
+        "security": {
+          "$ref": "#/$defs/SecurityConfig"
+        },
+        "stream_registry": {
+          "$ref": "#/$defs/StreamRegistryConfig"
+        },
+        "telemetry": {
+          "$ref": "#/$defs/TelemetryConfig"
+        }
+      },
+      "required": [],
+      "title": "Settings",
+      "type": "object"
+    },
+    "StreamRegistryConfig": {
+      "additionalProperties": false,
+      "description": "`stream_registry`: how stream output is framed.",
+      "properties": {
+        "compat_cumulative_text": {
+          "default": false,
+          "type": "boolean"
+        }
+      },
+      "required": [],
+      "title": "StreamRegistryConfig",
+      "type": "object"
+    },
     "Success": {
       "properties": {
         "success": {
@@ -1094,6 +1387,23 @@ export const methodsSchema: SchemaDocument = {
       },
       "required": [],
       "title": "Success",
+      "type": "object"
+    },
+    "TelemetryConfig": {
+      "additionalProperties": false,
+      "description": "`telemetry`: what the runtime measures and announces.",
+      "properties": {
+        "enabled": {
+          "default": true,
+          "type": "boolean"
+        },
+        "events": {
+          "default": true,
+          "type": "boolean"
+        }
+      },
+      "required": [],
+      "title": "TelemetryConfig",
       "type": "object"
     },
     "TextPart": {

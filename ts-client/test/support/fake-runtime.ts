@@ -43,6 +43,11 @@ const info = {
     max_prompt_bytes: 1 << 20,
     max_active_streams: 8,
   },
+  config: {
+    environment: null,
+    json_rpc: { max_frame_bytes: 1 << 24, max_active_streams: 8 },
+    security: { allowed_model_roots: [], allow_trust_remote_code: false },
+  },
 };
 
 function stats(streamId: string, tokens: number): Record<string, unknown> {
