@@ -7,9 +7,10 @@ import uuid
 from typing import Any
 
 from ..config import Settings
-from ..protocol.errors import InvalidParams, ModelLoadError, TokenizerError
+from ..protocol.errors import InvalidParams, ModelLoadError, ModelNotLoaded, TokenizerError
 from ..protocol.methods import (
     ChatMessage,
+    CheckDraftResult,
     DetokenizeResult,
     GenerateParams,
     LoadModelParams,
@@ -17,6 +18,8 @@ from ..protocol.methods import (
     TextPart,
     TokenizeResult,
 )
+from .drafts import check_draft
+from .drafts import vocab_size as vocab_size_of
 from .loader import LoadedModel, load_model, resolve_model_dir
 from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
@@ -85,7 +88,7 @@ class Engine:
         self, model_id: str, tokens: list[int], skip_special_tokens: bool
     ) -> DetokenizeResult:
         loaded = self.models.get(model_id)
-        vocab_size = _vocab_size(loaded)
+        vocab_size = vocab_size_of(loaded)
         for index, token in enumerate(tokens):
             if token >= vocab_size:
                 raise InvalidParams(f"tokens[{index}]", f"token id {token} >= vocab {vocab_size}")
@@ -106,9 +109,8 @@ class Engine:
             )
         if params.guidance is not None:
             raise InvalidParams("guidance", "structured output is not supported yet", "invalid")
-        if params.draft_model is not None:
-            raise InvalidParams("draft_model", "speculative decoding is not supported yet")
         loaded = self.models.get(params.model_id)
+        draft = self._draft_for(loaded, params.draft_model)
         prompt_tokens = self._prompt_tokens(loaded, params)
         if len(prompt_tokens) + params.max_tokens > loaded.context_length:
             raise InvalidParams(
@@ -117,7 +119,7 @@ class Engine:
                 f"exceeds the model's context length {loaded.context_length}",
                 "out_of_range",
             )
-        vocab_size = _vocab_size(loaded)
+        vocab_size = vocab_size_of(loaded)
         for name, ids in (
             ("stop_token_ids", params.stop_token_ids),
             ("logit_bias", list(params.logit_bias or {})),
@@ -151,9 +153,26 @@ class Engine:
             top_logprobs=params.top_logprobs,
             include_cumulative_text=params.include_cumulative_text
             or self.settings.compat_cumulative_text,
+            draft=draft,
+            num_draft_tokens=params.num_draft_tokens,
         )
         self.scheduler.reserve(stream_id)
         return request
+
+    def _draft_for(self, primary: LoadedModel, draft_id: str | None) -> LoadedModel | None:
+        if draft_id is None:
+            return None
+        try:
+            draft = self.models.get(draft_id)
+        except ModelNotLoaded as exc:
+            raise InvalidParams("draft_model", f"draft model '{draft_id}' is not loaded") from exc
+        verdict = check_draft(primary, draft)
+        if not verdict.compatible:
+            raise InvalidParams("draft_model", "; ".join(verdict.errors))
+        return draft
+
+    def check_draft(self, primary_id: str, draft_id: str) -> CheckDraftResult:
+        return check_draft(self.models.get(primary_id), self.models.get(draft_id))
 
     def _prompt_tokens(self, loaded: LoadedModel, params: GenerateParams) -> list[int]:
         given = [
@@ -174,7 +193,7 @@ class Engine:
             )
         tokenizer = loaded.tokenizer
         if params.prompt_tokens:
-            vocab_size = _vocab_size(loaded)
+            vocab_size = vocab_size_of(loaded)
             for index, token in enumerate(params.prompt_tokens):
                 if token >= vocab_size:
                     raise InvalidParams(
@@ -222,10 +241,3 @@ def _render_chat(loaded: LoadedModel, messages: list[ChatMessage]) -> list[int]:
         raise InvalidParams("messages", f"chat template failed: {exc}") from exc
     tokens: list[int] = tokenizer.encode(text, add_special_tokens=False)
     return tokens
-
-
-def _vocab_size(loaded: LoadedModel) -> int:
-    size = loaded.config.get("vocab_size")
-    if isinstance(size, int):
-        return size
-    return int(len(loaded.tokenizer.vocab))

@@ -1,59 +1,59 @@
-"""Runs every active stream on one engine thread, a token per stream per round.
+"""Runs every active stream on one engine thread.
 
-Streams are stepped through mlx-lm's own `generate_step`, so a single stream produces
-exactly what `mlx_lm.stream_generate` produces. All notifications of a round go to the
-sink together, so the writer can flush them as one batch.
+The streams of a model share one continuous batch (`BatchLane`): each step decodes a token
+for all of them and prefills one chunk of any waiting prompt. Streams with a draft model
+run alone (`SpeculativeLane`) between batch steps. Request threads only queue work and set
+flags; all MLX work happens here. The notifications of one step go to the sink together,
+so the writer flushes them as one batch.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import cast
-
-import mlx.core as mx
-import msgspec
-from mlx_lm.generate import generate_step
-from mlx_lm.models.cache import make_prompt_cache
+from dataclasses import dataclass
 
 from ..protocol.errors import InvalidParams, Overloaded
-from ..protocol.notifications import (
-    FinishReason,
-    StreamChunk,
-    StreamCompleted,
-    StreamFailed,
-    StreamStats,
-    TopLogprob,
-)
-from .detokenize import PendingToken, TextAssembler
+from ..protocol.notifications import FinishReason
+from .batch_lane import BatchLane, LaneToken
+from .detokenize import TextAssembler
+from .loader import LoadedModel
+from .prompt_cache import PromptCache
+from .speculative_lane import SpeculativeLane
 from .stream import StreamRequest, StreamSink
+from .stream_output import ActiveStream, Notification
 
 log = logging.getLogger(__name__)
 
-Notification = tuple[str, msgspec.Struct]
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch_size: int = 32
+    # Small enough that a long prompt lets decoding streams in every few hundred ms on CPU.
+    prefill_chunk_tokens: int = 512
+    prompt_cache_bytes: int = 1 << 30
+    prompt_cache_entries: int = 64
 
 
 @dataclass
-class ActiveStream:
-    request: StreamRequest
-    tokens: Iterator[tuple[int, mx.array]]
-    assembler: TextAssembler
-    generated: int = 0
-    first_token_at: float | None = None
-    text: list[str] = field(default_factory=list)
-    cancel_reason: str | None = None
-    failure: str | None = None
+class _ModelLane:
+    model: LoadedModel
+    lane: BatchLane
 
 
 class Scheduler:
-    def __init__(self, sink: StreamSink, max_active_streams: int) -> None:
+    def __init__(
+        self, sink: StreamSink, max_active_streams: int, batch: BatchSettings | None = None
+    ) -> None:
         self._sink = sink
         self._max_active = max_active_streams
+        self._batch = batch or BatchSettings()
         self._streams: dict[str, ActiveStream] = {}
+        self._lanes: dict[str, _ModelLane] = {}  # model_id -> its batch
+        self._speculative: dict[str, SpeculativeLane] = {}  # stream_id -> its lane
         self._admitted: list[StreamRequest] = []
+        # Taken by the engine thread but not yet in _streams: unload must still see them.
+        self._admitting: list[StreamRequest] = []
         self._reserved: set[str] = set()
         self._cond = threading.Condition()
         self._stopping = False
@@ -61,6 +61,7 @@ class Scheduler:
         # cancelled or lose their model; these remember it until admission.
         self._cancel_on_admit: set[str] = set()
         self._fail_on_admit: dict[str, str] = {}
+        self._retired_models: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -101,20 +102,40 @@ class Scheduler:
             return True
 
     def fail_model(self, model_id: str, reason: str) -> None:
-        """End every stream of a model with an error (the model is being unloaded)."""
+        """End every stream of a model with an error (the model is unloaded or replaced),
+        and drop its batch and prompt cache."""
         with self._cond:
             for stream in self._streams.values():
-                if stream.request.model.model_id == model_id:
+                if stream.request.model.model_id == model_id or _drafts_with(stream, model_id):
                     stream.failure = reason
-            for request in self._admitted:
-                if request.model.model_id == model_id:
+            for request in self._admitted + self._admitting:
+                if request.stream_id in self._streams:
+                    continue  # already flagged above
+                if request.model.model_id == model_id or (
+                    request.draft is not None and request.draft.model_id == model_id
+                ):
                     self._fail_on_admit[request.stream_id] = reason
+            self._retired_models.add(model_id)
             self._cond.notify()
 
     @property
     def active_count(self) -> int:
         with self._cond:
             return len(self._reserved)
+
+    def prompt_cache_stats(self) -> dict[str, dict[str, int]]:
+        with self._cond:
+            lanes = dict(self._lanes)
+        return {
+            model_id: {
+                "entries": len(entry.lane.prompt_cache),
+                "bytes": entry.lane.prompt_cache.nbytes,
+                "hits": entry.lane.prompt_cache.hits,
+                "misses": entry.lane.prompt_cache.misses,
+                "cached_tokens": entry.lane.prompt_cache.cached_tokens_total,
+            }
+            for model_id, entry in lanes.items()
+        }
 
     def stop(self, timeout: float = 2.0) -> None:
         """Cancel every stream (each still gets its final event), then end the thread."""
@@ -131,139 +152,171 @@ class Scheduler:
                 while not self._admitted and not self._streams and not self._stopping:
                     self._cond.wait()
                 admitted, self._admitted = self._admitted, []
+                self._admitting = admitted
                 stopping = self._stopping
+                retired, self._retired_models = self._retired_models, set()
             out: list[Notification] = []
             for request in admitted:
                 self._admit(request, out)
-            for stream in list(self._streams.values()):
-                if stopping and stream.cancel_reason is None and stream.failure is None:
-                    stream.cancel_reason = "cancelled"
-                self._step(stream, out)
+            with self._cond:
+                self._admitting = []
+            self._end_flagged(stopping, out)
+            for model_id in retired:
+                self._drop_lane(model_id)
+            self._step_batches(out)
+            self._step_speculative(out)
             if out:
                 self._sink.emit(out)
             if stopping and not self._streams:
                 with self._cond:
                     if not self._admitted:
+                        for model_id in list(self._lanes):
+                            self._drop_lane(model_id)
                         return
 
     def _admit(self, request: StreamRequest, out: list[Notification]) -> None:
-        model = request.model
-        tokens = generate_step(
-            mx.array(request.prompt_tokens),
-            model.model,
-            max_tokens=request.max_tokens,
-            sampler=request.sampler,
-            logits_processors=request.logits_processors or None,
-            prompt_cache=make_prompt_cache(model.model),
+        stream = ActiveStream(
+            request=request,
+            assembler=TextAssembler(request.model.tokenizer.detokenizer, request.stop_sequences),
         )
-        assembler = TextAssembler(model.tokenizer.detokenizer, request.stop_sequences)
-        stream = ActiveStream(request=request, tokens=tokens, assembler=assembler)
         with self._cond:
             if request.stream_id in self._cancel_on_admit:
                 self._cancel_on_admit.discard(request.stream_id)
                 stream.cancel_reason = "cancelled"
             stream.failure = self._fail_on_admit.pop(request.stream_id, None)
-        self._streams[request.stream_id] = stream
-
-    def _step(self, stream: ActiveStream, out: list[Notification]) -> None:
-        if stream.failure is not None:
-            self._finish(stream, out, failure=stream.failure)
-            return
-        if stream.cancel_reason is not None:
-            self._finish(stream, out, reason="cancelled")
-            return
-        request = stream.request
+            self._streams[request.stream_id] = stream
+        if stream.cancel_reason is not None or stream.failure is not None:
+            return  # ended by _end_flagged before it costs any compute
         try:
-            token_id, logprobs = next(stream.tokens)
-        except StopIteration:
-            self._finish(stream, out, reason="length")
-            return
+            if request.draft is not None:
+                self._speculative[request.stream_id] = SpeculativeLane(
+                    request, request.draft.model, request.num_draft_tokens
+                )
+            else:
+                eos = set(request.model.tokenizer.eos_token_ids)
+                stream.cached_prompt_tokens = self._lane_for(request.model).admit(request, eos)
         except Exception as exc:
-            log.exception("generation failed for stream %s", request.stream_id)
-            self._finish(stream, out, failure=f"generation failed: {type(exc).__name__}: {exc}")
-            return
-        if stream.first_token_at is None:
-            stream.first_token_at = time.perf_counter()
-        stream.generated += 1
-        tokenizer = request.model.tokenizer
-        if token_id in tokenizer.eos_token_ids or token_id in request.stop_token_ids:
-            self._finish(stream, out, reason="stop")
-            return
-        pending = PendingToken(token_id=token_id, text="")
-        if request.logprobs:
-            pending.logprob = cast(float, logprobs[token_id].item())
-            if request.top_logprobs:
-                pending.top_logprobs = _top_logprobs(logprobs, request.top_logprobs)
-        self._emit_chunks(stream, stream.assembler.add(pending), out)
-        if stream.assembler.stopped:
-            self._finish(stream, out, reason="stop")
-        elif stream.generated >= request.max_tokens:
-            self._finish(stream, out, reason="length")
+            log.exception("admitting stream %s failed", request.stream_id)
+            stream.failure = f"generation failed: {type(exc).__name__}: {exc}"
 
-    def _emit_chunks(
-        self, stream: ActiveStream, released: list[PendingToken], out: list[Notification]
-    ) -> None:
-        request = stream.request
-        tokenizer = request.model.tokenizer
-        for token in released:
-            stream.text.append(token.text)
-            chunk = StreamChunk(
-                stream_id=request.stream_id, token=token.text, token_id=token.token_id
+    def _lane_for(self, model: LoadedModel) -> BatchLane:
+        entry = self._lanes.get(model.model_id)
+        if entry is not None and entry.model is not model:  # the id was loaded again
+            self._drop_lane(model.model_id)
+            entry = None
+        if entry is None:
+            settings = self._batch
+            lane = BatchLane(
+                model.model,
+                PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries),
+                max_batch_size=settings.max_batch_size,
+                prefill_chunk_tokens=settings.prefill_chunk_tokens,
             )
-            if token.logprob is not None:
-                chunk.logprob = token.logprob
-            if token.top_logprobs is not None:
-                chunk.top_logprobs = [
-                    TopLogprob(token_id=tid, token=tokenizer.decode([tid]), logprob=lp)
-                    for tid, lp in token.top_logprobs
-                ]
-            if request.include_cumulative_text:
-                chunk.cumulative_text = "".join(stream.text)
-            out.append(("stream.chunk", chunk))
+            entry = self._lanes[model.model_id] = _ModelLane(model, lane)
+        return entry.lane
 
-    def _finish(
+    def _drop_lane(self, model_id: str) -> None:
+        entry = self._lanes.get(model_id)
+        if entry is None or len(entry.lane):
+            return
+        with self._cond:
+            del self._lanes[model_id]
+        entry.lane.close()
+
+    def _end_flagged(self, stopping: bool, out: list[Notification]) -> None:
+        for stream in list(self._streams.values()):
+            if stopping and stream.cancel_reason is None and stream.failure is None:
+                stream.cancel_reason = "cancelled"
+            if stream.failure is not None:
+                self._end(stream, out, failure=stream.failure)
+            elif stream.cancel_reason is not None:
+                self._end(stream, out, reason="cancelled")
+
+    def _step_batches(self, out: list[Notification]) -> None:
+        for model_id, entry in list(self._lanes.items()):
+            if not len(entry.lane):
+                continue
+            try:
+                tokens = entry.lane.step()
+            except Exception as exc:
+                log.exception("batch step failed for model %s", model_id)
+                self._fail_lane(model_id, f"generation failed: {type(exc).__name__}: {exc}", out)
+                continue
+            for token in tokens:
+                self._on_token(self._streams[token.stream_id], token, out)
+
+    def _step_speculative(self, out: list[Notification]) -> None:
+        for stream_id, lane in list(self._speculative.items()):
+            stream = self._streams[stream_id]
+            try:
+                token = lane.step()
+            except Exception as exc:
+                log.exception("speculative step failed for stream %s", stream_id)
+                self._end(stream, out, failure=f"generation failed: {type(exc).__name__}: {exc}")
+                continue
+            stream.draft_tokens_accepted = lane.accepted
+            if token is None:
+                self._end(stream, out, reason="length")
+            else:
+                self._on_token(stream, token, out)
+
+    def _on_token(self, stream: ActiveStream, token: LaneToken, out: list[Notification]) -> None:
+        stream.count_token()
+        if token.done == "stop":  # a stop or EOS token: it ends the text, it is not text
+            self._end(stream, out, reason="stop")
+            return
+        stream.add_token(token.token_id, token.logprobs, out)
+        if stream.assembler.stopped:
+            self._end(stream, out, reason="stop")
+        elif token.done == "length":
+            self._end(stream, out, reason="length")
+
+    def _end(
         self,
         stream: ActiveStream,
         out: list[Notification],
         *,
         reason: FinishReason | None = None,
         failure: str | None = None,
+        leave_lane: bool = True,
     ) -> None:
-        request = stream.request
-        if failure is None and not stream.assembler.stopped:
-            self._emit_chunks(stream, stream.assembler.finish(), out)
-        del self._streams[request.stream_id]
-        now = time.perf_counter()
-        first = stream.first_token_at
-        decode_time = now - first if first is not None else 0.0
-        out.append(
-            (
-                "stream.stats",
-                StreamStats(
-                    stream_id=request.stream_id,
-                    tokens_generated=stream.generated,
-                    tokens_per_second=(stream.generated - 1) / decode_time
-                    if stream.generated > 1 and decode_time > 0
-                    else 0.0,
-                    time_to_first_token=(first - request.submitted_at) if first else 0.0,
-                    total_time=now - request.submitted_at,
-                    prompt_tokens=len(request.prompt_tokens),
-                ),
-            )
-        )
-        event: msgspec.Struct
-        if failure is not None:
-            event = StreamFailed(stream_id=request.stream_id, error=failure)
-        else:
-            event = StreamCompleted(stream_id=request.stream_id, finish_reason=reason or "stop")
-        out.append(("stream.event", event))
-        self.release(request.stream_id)
+        stream_id = stream.stream_id
+        if leave_lane:
+            self._leave_lane(stream, out)
+        stream.finish(out, reason=reason, failure=failure)
+        with self._cond:
+            del self._streams[stream_id]
+        self.release(stream_id)
+
+    def _leave_lane(self, stream: ActiveStream, out: list[Notification]) -> None:
+        if self._speculative.pop(stream.stream_id, None) is not None:
+            return
+        model_id = stream.request.model.model_id
+        entry = self._lanes.get(model_id)
+        if entry is None:
+            return
+        try:
+            entry.lane.remove(stream.stream_id)
+        except Exception as exc:
+            log.exception("removing stream %s from its batch failed", stream.stream_id)
+            reason = f"generation failed: {type(exc).__name__}: {exc}"
+            self._fail_lane(model_id, reason, out, leaving=stream.stream_id)
+
+    def _fail_lane(
+        self, model_id: str, reason: str, out: list[Notification], leaving: str | None = None
+    ) -> None:
+        """A failed batch is in an unknown state: end its streams with the reason and let
+        the model's next request start a fresh batch."""
+        with self._cond:
+            entry = self._lanes.pop(model_id, None)
+        if entry is None:
+            return
+        for stream_id in entry.lane.stream_ids():
+            stream = self._streams.get(stream_id)
+            if stream is not None and stream_id != leaving:
+                self._end(stream, out, failure=reason, leave_lane=False)
 
 
-def _top_logprobs(logprobs: mx.array, k: int) -> list[tuple[int, float]]:
-    top = mx.argpartition(-logprobs, kth=k - 1)[:k]
-    values = logprobs[top]
-    order = mx.argsort(-values)
-    ids = cast(list[int], top[order].tolist())
-    lps = cast(list[float], values[order].tolist())
-    return list(zip(ids, lps, strict=True))
+def _drafts_with(stream: ActiveStream, model_id: str) -> bool:
+    draft = stream.request.draft
+    return draft is not None and draft.model_id == model_id

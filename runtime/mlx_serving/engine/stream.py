@@ -25,6 +25,8 @@ class StreamRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     include_cumulative_text: bool = False
+    draft: LoadedModel | None = None  # speculative decoding with this model's proposals
+    num_draft_tokens: int = 3
     submitted_at: float = field(default_factory=time.perf_counter)
 
 

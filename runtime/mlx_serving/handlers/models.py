@@ -1,9 +1,19 @@
-"""load_model, unload_model."""
+"""load_model, unload_model, check_draft, batch_check_draft."""
 
 from __future__ import annotations
 
 from ..dispatch import Method
-from ..protocol.methods import LoadModelParams, LoadModelResult, Success, UnloadModelParams
+from ..protocol.methods import (
+    BatchCheckDraftParams,
+    BatchResult,
+    CheckDraftParams,
+    CheckDraftResult,
+    LoadModelParams,
+    LoadModelResult,
+    Success,
+    UnloadModelParams,
+)
+from .batch import run_each
 from .context import RuntimeContext
 from .load_policy import LoadPolicy
 
@@ -20,7 +30,15 @@ def model_methods(context: RuntimeContext) -> dict[str, Method]:
         engine.unload(params.model_id)
         return Success()
 
+    def check_draft(params: CheckDraftParams) -> CheckDraftResult:
+        return engine.check_draft(params.primary_id, params.draft_id)
+
+    def batch_check_draft(params: BatchCheckDraftParams) -> BatchResult:
+        return BatchResult(results=run_each(params.requests, check_draft))
+
     return {
         "load_model": Method(LoadModelParams, load_model),
         "unload_model": Method(UnloadModelParams, unload_model),
+        "check_draft": Method(CheckDraftParams, check_draft),
+        "batch_check_draft": Method(BatchCheckDraftParams, batch_check_draft),
     }

@@ -24,8 +24,6 @@ from .context import RuntimeContext
 # Methods that exist in the protocol but are not served by this build yet: they answer a
 # clear error and are not advertised in capabilities.
 NOT_YET_SERVED = (
-    "check_draft",
-    "batch_check_draft",
     "load_vision_model",
     "generate_with_image",
     "runtime/telemetry",

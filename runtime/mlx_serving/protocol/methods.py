@@ -167,6 +167,32 @@ class BatchCheckDraftParams(msgspec.Struct, kw_only=True):
     requests: Annotated[list[CheckDraftParams], Meta(max_length=1024)]
 
 
+class DraftModelSummary(msgspec.Struct, kw_only=True):
+    model_id: str
+    vocab_size: int
+    parameter_count: int
+    model_type: str
+
+
+class DraftPerformanceEstimate(msgspec.Struct, kw_only=True):
+    # Draft parameters / primary parameters: speculation pays off when this is small.
+    size_ratio: float
+    recommended_num_draft_tokens: int
+
+
+class DraftDetails(msgspec.Struct, kw_only=True):
+    primary_model: DraftModelSummary
+    draft_model: DraftModelSummary
+    performance_estimate: DraftPerformanceEstimate
+
+
+class CheckDraftResult(msgspec.Struct, kw_only=True):
+    compatible: bool
+    errors: list[str]
+    warnings: list[str]
+    details: DraftDetails
+
+
 # -- generation ----------------------------------------------------------------------------
 
 
@@ -273,7 +299,7 @@ METHODS: dict[str, MethodSpec] = {
     "tokenize": MethodSpec(TokenizeParams, TokenizeResult),
     "detokenize": MethodSpec(DetokenizeParams, DetokenizeResult, "new"),
     "batch_tokenize": _batch_tokenize,
-    "check_draft": MethodSpec(CheckDraftParams, NotServed),
+    "check_draft": MethodSpec(CheckDraftParams, CheckDraftResult),
     "batch_check_draft": MethodSpec(BatchCheckDraftParams, BatchResult),
     "generate": MethodSpec(GenerateParams, GenerateResult),
     "continuous_generate": MethodSpec(GenerateParams, GenerateResult),

@@ -13,7 +13,7 @@ export interface MethodSchemas {
   "cancel.params": CancelParams;
   "cancel.result": CancelResult;
   "check_draft.params": CheckDraftParams;
-  "check_draft.result": NotServed;
+  "check_draft.result": CheckDraftResult;
   "continuous_generate.params": GenerateParams;
   "continuous_generate.result": GenerateResult;
   "detokenize.params": DetokenizeParams;
@@ -219,12 +219,42 @@ export interface CancelResult {
   stream_id: string;
 }
 /**
- * Placeholder result of methods the protocol names but this build does not serve.
- *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
- * via the `definition` "NotServed".
+ * via the `definition` "CheckDraftResult".
  */
-export interface NotServed {}
+export interface CheckDraftResult {
+  compatible: boolean;
+  details: DraftDetails;
+  errors: string[];
+  warnings: string[];
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DraftDetails".
+ */
+export interface DraftDetails {
+  draft_model: DraftModelSummary;
+  performance_estimate: DraftPerformanceEstimate;
+  primary_model: DraftModelSummary;
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DraftModelSummary".
+ */
+export interface DraftModelSummary {
+  model_id: string;
+  model_type: string;
+  parameter_count: number;
+  vocab_size: number;
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DraftPerformanceEstimate".
+ */
+export interface DraftPerformanceEstimate {
+  recommended_num_draft_tokens: number;
+  size_ratio: number;
+}
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "GenerateResult".
@@ -249,6 +279,13 @@ export interface DetokenizeParams {
 export interface DetokenizeResult {
   text: string;
 }
+/**
+ * Placeholder result of methods the protocol names but this build does not serve.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "NotServed".
+ */
+export interface NotServed {}
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "LoadModelParams".

@@ -433,6 +433,36 @@ export const methodsSchema: SchemaDocument = {
       "title": "CheckDraftParams",
       "type": "object"
     },
+    "CheckDraftResult": {
+      "properties": {
+        "compatible": {
+          "type": "boolean"
+        },
+        "details": {
+          "$ref": "#/$defs/DraftDetails"
+        },
+        "errors": {
+          "items": {
+            "type": "string"
+          },
+          "type": "array"
+        },
+        "warnings": {
+          "items": {
+            "type": "string"
+          },
+          "type": "array"
+        }
+      },
+      "required": [
+        "compatible",
+        "errors",
+        "warnings",
+        "details"
+      ],
+      "title": "CheckDraftResult",
+      "type": "object"
+    },
     "DetokenizeParams": {
       "properties": {
         "model_id": {
@@ -506,6 +536,66 @@ export const methodsSchema: SchemaDocument = {
       },
       "required": [],
       "title": "DownloadConfig",
+      "type": "object"
+    },
+    "DraftDetails": {
+      "properties": {
+        "draft_model": {
+          "$ref": "#/$defs/DraftModelSummary"
+        },
+        "performance_estimate": {
+          "$ref": "#/$defs/DraftPerformanceEstimate"
+        },
+        "primary_model": {
+          "$ref": "#/$defs/DraftModelSummary"
+        }
+      },
+      "required": [
+        "primary_model",
+        "draft_model",
+        "performance_estimate"
+      ],
+      "title": "DraftDetails",
+      "type": "object"
+    },
+    "DraftModelSummary": {
+      "properties": {
+        "model_id": {
+          "type": "string"
+        },
+        "model_type": {
+          "type": "string"
+        },
+        "parameter_count": {
+          "type": "integer"
+        },
+        "vocab_size": {
+          "type": "integer"
+        }
+      },
+      "required": [
+        "model_id",
+        "vocab_size",
+        "parameter_count",
+        "model_type"
+      ],
+      "title": "DraftModelSummary",
+      "type": "object"
+    },
+    "DraftPerformanceEstimate": {
+      "properties": {
+        "recommended_num_draft_tokens": {
+          "type": "integer"
+        },
+        "size_ratio": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "size_ratio",
+        "recommended_num_draft_tokens"
+      ],
+      "title": "DraftPerformanceEstimate",
       "type": "object"
     },
     "Empty": {
@@ -1606,7 +1696,7 @@ export const methodsSchema: SchemaDocument = {
       "$ref": "#/$defs/CheckDraftParams"
     },
     "check_draft.result": {
-      "$ref": "#/$defs/NotServed"
+      "$ref": "#/$defs/CheckDraftResult"
     },
     "continuous_generate.params": {
       "$ref": "#/$defs/GenerateParams"

@@ -1,0 +1,118 @@
+"""The state of one running stream and the notifications it produces: chunks as tokens
+are released, then exactly one `stream.stats` and one final `stream.event`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import cast
+
+import mlx.core as mx
+import msgspec
+
+from ..protocol.notifications import (
+    FinishReason,
+    StreamChunk,
+    StreamCompleted,
+    StreamFailed,
+    StreamStats,
+    TopLogprob,
+)
+from .detokenize import PendingToken, TextAssembler
+from .stream import StreamRequest
+
+Notification = tuple[str, msgspec.Struct]
+
+
+@dataclass
+class ActiveStream:
+    request: StreamRequest
+    assembler: TextAssembler
+    generated: int = 0
+    cached_prompt_tokens: int = 0
+    draft_tokens_accepted: int = 0
+    first_token_at: float | None = None
+    text: list[str] = field(default_factory=list)
+    # Set from request threads (cancel, unload); acted on by the engine thread.
+    cancel_reason: str | None = None
+    failure: str | None = None
+
+    @property
+    def stream_id(self) -> str:
+        return self.request.stream_id
+
+    def add_token(self, token_id: int, logprobs: mx.array, out: list[Notification]) -> None:
+        """A generated token that belongs to the text (not a stop token)."""
+        request = self.request
+        pending = PendingToken(token_id=token_id, text="")
+        if request.logprobs:
+            pending.logprob = cast(float, logprobs[token_id].item())
+            if request.top_logprobs:
+                pending.top_logprobs = _top_logprobs(logprobs, request.top_logprobs)
+        self._emit(self.assembler.add(pending), out)
+
+    def count_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.generated += 1
+
+    def finish(
+        self,
+        out: list[Notification],
+        *,
+        reason: FinishReason | None = None,
+        failure: str | None = None,
+    ) -> None:
+        request = self.request
+        if failure is None and not self.assembler.stopped:
+            self._emit(self.assembler.finish(), out)
+        now = time.perf_counter()
+        first = self.first_token_at
+        decode_time = now - first if first is not None else 0.0
+        stats = StreamStats(
+            stream_id=request.stream_id,
+            tokens_generated=self.generated,
+            tokens_per_second=(self.generated - 1) / decode_time
+            if self.generated > 1 and decode_time > 0
+            else 0.0,
+            time_to_first_token=(first - request.submitted_at) if first else 0.0,
+            total_time=now - request.submitted_at,
+            prompt_tokens=len(request.prompt_tokens),
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            draft_tokens_accepted=self.draft_tokens_accepted,
+        )
+        out.append(("stream.stats", stats))
+        event: msgspec.Struct
+        if failure is not None:
+            event = StreamFailed(stream_id=request.stream_id, error=failure)
+        else:
+            event = StreamCompleted(stream_id=request.stream_id, finish_reason=reason or "stop")
+        out.append(("stream.event", event))
+
+    def _emit(self, released: list[PendingToken], out: list[Notification]) -> None:
+        request = self.request
+        tokenizer = request.model.tokenizer
+        for token in released:
+            self.text.append(token.text)
+            chunk = StreamChunk(
+                stream_id=request.stream_id, token=token.text, token_id=token.token_id
+            )
+            if token.logprob is not None:
+                chunk.logprob = token.logprob
+            if token.top_logprobs is not None:
+                chunk.top_logprobs = [
+                    TopLogprob(token_id=tid, token=tokenizer.decode([tid]), logprob=lp)
+                    for tid, lp in token.top_logprobs
+                ]
+            if request.include_cumulative_text:
+                chunk.cumulative_text = "".join(self.text)
+            out.append(("stream.chunk", chunk))
+
+
+def _top_logprobs(logprobs: mx.array, k: int) -> list[tuple[int, float]]:
+    top = mx.argpartition(-logprobs, kth=k - 1)[:k]
+    values = logprobs[top]
+    order = mx.argsort(-values)
+    ids = cast(list[int], top[order].tolist())
+    lps = cast(list[float], values[order].tolist())
+    return list(zip(ids, lps, strict=True))
