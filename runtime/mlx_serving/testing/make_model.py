@@ -102,6 +102,9 @@ def make_model(
         config = ARCHITECTURES[architecture](hidden_size, num_layers, vocab_size)
         config["eos_token_id"] = tokenizer.token_to_id("<|im_end|>")
         model_class, args_class = _get_classes(config)
+        # Layers draw their initial biases from MLX's global generator: seed it first, or
+        # a model's weights depend on what the process generated before.
+        mx.random.seed(seed)
         model = model_class(args_class.from_dict(config))
         embedding_std = 0.3 if config["tie_word_embeddings"] else 1.0
         _redraw_weights(model, embedding_std, seed)
