@@ -33,7 +33,7 @@ class Engine:
     def __init__(self, settings: Settings, sink: StreamSink) -> None:
         self.settings = settings
         self.models = ModelRegistry()
-        self.scheduler = Scheduler(sink, settings.limits.max_active_streams)
+        self.scheduler = Scheduler(sink, settings.limits.max_active_streams, settings.scheduler)
 
     # -- models ----------------------------------------------------------------------------
 

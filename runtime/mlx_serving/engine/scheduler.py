@@ -13,6 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from ..config import SchedulerConfig
 from ..protocol.errors import InvalidParams, Overloaded
 from ..protocol.notifications import FinishReason
 from .batch_lane import BatchLane, LaneToken
@@ -26,15 +27,6 @@ from .stream_output import ActiveStream, Notification
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    max_batch_size: int = 32
-    # Small enough that a long prompt lets decoding streams in every few hundred ms on CPU.
-    prefill_chunk_tokens: int = 512
-    prompt_cache_bytes: int = 1 << 30
-    prompt_cache_entries: int = 64
-
-
 @dataclass
 class _ModelLane:
     model: LoadedModel
@@ -43,11 +35,11 @@ class _ModelLane:
 
 class Scheduler:
     def __init__(
-        self, sink: StreamSink, max_active_streams: int, batch: BatchSettings | None = None
+        self, sink: StreamSink, max_active_streams: int, batch: SchedulerConfig | None = None
     ) -> None:
         self._sink = sink
         self._max_active = max_active_streams
-        self._batch = batch or BatchSettings()
+        self._batch = batch or SchedulerConfig()
         self._streams: dict[str, ActiveStream] = {}
         self._lanes: dict[str, _ModelLane] = {}  # model_id -> its batch
         self._speculative: dict[str, SpeculativeLane] = {}  # stream_id -> its lane
