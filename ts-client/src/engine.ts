@@ -56,7 +56,9 @@ export interface EngineOptions extends LaunchOptions {
   maxLineBytes?: number;
   /** Restart policy when the runtime dies; `false` turns restarts off. */
   restart?: RestartPolicy | false;
-  /** Load the models the engine had loaded again after a restart (default true). */
+  /** Load the models the engine had loaded again after a restart (default false: a reload
+   * can take minutes and the memory of the model, so it is opted into). Without it the
+   * models are forgotten when the runtime dies, each with a `modelUnloaded` event. */
   reloadModelsOnRestart?: boolean;
   /** Fail a stream that receives nothing for this long (default 0: no limit). */
   streamIdleTimeoutMs?: number;
@@ -97,7 +99,9 @@ export interface GenerationResult {
 
 export interface EngineEvents {
   modelLoaded: [model: LoadModelResult];
-  modelUnloaded: [event: { model_id: string }];
+  /** `reason`: `unloaded` (unloadModel) or `runtime-exited` (the runtime died and the model
+   * is not reloaded). */
+  modelUnloaded: [event: { model_id: string; reason: 'unloaded' | 'runtime-exited' }];
   generationStarted: [event: { streamId: string; modelId: string }];
   generationCompleted: [event: { streamId: string; modelId: string; finishReason: FinishReason; stats: StreamStats }];
   generationFailed: [event: { streamId: string; modelId: string; error: unknown }];
@@ -136,7 +140,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.loadTimeoutMs = options.loadTimeoutMs ?? 600_000;
     this.streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? 0;
-    this.reloadModels = options.reloadModelsOnRestart ?? true;
+    this.reloadModels = options.reloadModelsOnRestart ?? false;
     const restart =
       options.restart === false
         ? { ...DEFAULT_RESTART_POLICY, enabled: false }
@@ -221,7 +225,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.checkParams('unload_model', params);
     await this.request('unload_model', params, options);
     this.models.delete(modelId);
-    this.emit('modelUnloaded', params);
+    this.emit('modelUnloaded', { model_id: modelId, reason: 'unloaded' });
   }
 
   async tokenize(params: TokenizeParams, options?: CallOptions): Promise<TokenizeResult> {
@@ -428,14 +432,19 @@ export class Engine extends EventEmitter<EngineEvents> {
     for (const generation of [...this.streams.values()]) generation.fail(error);
     this.streams.clear();
     this.reportError(error);
+    if (!this.reloadModels) this.forgetModels();
+  }
+
+  /** The runtime that held the models is gone. */
+  private forgetModels(): void {
+    const lost = [...this.models.keys()];
+    this.models.clear();
+    for (const modelId of lost) this.emit('modelUnloaded', { model_id: modelId, reason: 'runtime-exited' });
   }
 
   /** Brings a restarted runtime back to the models this engine had loaded. */
   private async restore(connection: RpcConnection): Promise<void> {
-    if (!this.reloadModels) {
-      this.models.clear();
-      return;
-    }
+    if (!this.reloadModels) return; // forgotten when the old runtime exited
     for (const [modelId, params] of [...this.models]) {
       try {
         const result = await connection.request('load_model', params, { timeoutMs: this.loadTimeoutMs });

@@ -1,7 +1,7 @@
 /**
  * Supervision: a runtime killed with SIGKILL mid-stream fails the stream and the pending
- * requests at once with RuntimeExitedError, comes back with its models and serves again;
- * repeated crashes open the circuit breaker; dispose() ends the process.
+ * requests at once with RuntimeExitedError, comes back (with its models when opted in) and
+ * serves again; repeated crashes open the circuit breaker; dispose() ends the process.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -10,6 +10,7 @@ import {
   CircuitOpenError,
   createEngine,
   EngineDisposedError,
+  RpcError,
   RuntimeExitedError,
   type RuntimeStatus,
 } from '../src/index.js';
@@ -25,7 +26,10 @@ function statusLog(engine: { on(event: 'runtimeStatus', listener: (s: RuntimeSta
 
 describe('kill -9 of the runtime mid-stream (Python runtime)', () => {
   test('in-flight work rejects promptly; the runtime restarts with its models and serves', async () => {
-    const [modelDir, engine] = await Promise.all([makeModel(), startEngine({ restart: { initialDelayMs: 50 } })]);
+    const [modelDir, engine] = await Promise.all([
+      makeModel(),
+      startEngine({ restart: { initialDelayMs: 50 }, reloadModelsOnRestart: true }),
+    ]);
     const crashes: Error[] = [];
     engine.on('error', (error) => crashes.push(error));
     const statuses = statusLog(engine);
@@ -72,6 +76,52 @@ describe('kill -9 of the runtime mid-stream (Python runtime)', () => {
       assert.deepEqual(
         statuses.map((s) => s.state),
         ['exited', 'restarting', 'starting', 'ready'],
+      );
+    } finally {
+      await engine.dispose();
+    }
+  });
+});
+
+describe('repeated kill -9 of the Python runtime, models not reloaded (the default)', () => {
+  test('a restart forgets the models; the next crash opens the circuit; after the cool-down it serves', async () => {
+    const [modelDir, engine] = await Promise.all([
+      makeModel(),
+      startEngine({ restart: { maxRestarts: 1, initialDelayMs: 50, cooldownMs: 500, stableAfterMs: 60_000 } }),
+    ]);
+    engine.on('error', () => {});
+    const statuses = statusLog(engine);
+    const unloaded: Array<{ model_id: string; reason: string }> = [];
+    engine.on('modelUnloaded', (event) => unloaded.push(event));
+    const readyCount = () => statuses.filter((s) => s.state === 'ready').length;
+    try {
+      await engine.loadModel({ model_id: MODEL, local_path: modelDir });
+
+      process.kill(engine.pid!, 'SIGKILL');
+      await eventually(() => readyCount() === 1, 30_000, 'the first restart');
+      assert.deepEqual(unloaded, [{ model_id: MODEL, reason: 'runtime-exited' }]);
+      assert.deepEqual(engine.loadedModels, []);
+      assert.deepEqual((await engine.runtimeState()).loaded_models, []);
+      const notLoaded = await engine.tokenize({ model_id: MODEL, text: 'x' }).catch((e: unknown) => e);
+      assert.ok(notLoaded instanceof RpcError && notLoaded.code === 'ModelNotLoaded', String(notLoaded));
+
+      // A second crash in a row is one more than maxRestarts: the circuit opens.
+      process.kill(engine.pid!, 'SIGKILL');
+      await eventually(() => statuses.some((s) => s.state === 'circuit-open'), 10_000, 'the circuit to open');
+      const started = Date.now();
+      const open = await engine.runtimeInfo().catch((e: unknown) => e);
+      assert.ok(open instanceof CircuitOpenError, String(open));
+      assert.ok(open.lastError instanceof RuntimeExitedError && open.lastError.signal === 'SIGKILL');
+      assert.ok(Date.now() - started < 100, 'fails fast');
+
+      // Half-open after the cool-down: the runtime starts, stays up and serves.
+      await eventually(() => readyCount() === 2, 30_000, 'the start after the cool-down');
+      await engine.loadModel({ model_id: MODEL, local_path: modelDir });
+      const served = await engine.generate({ model_id: MODEL, prompt: 'Hello', max_tokens: 4, temperature: 0 });
+      assert.ok(served.stats.tokens_generated > 0);
+      assert.deepEqual(
+        statuses.map((s) => s.state),
+        ['exited', 'restarting', 'starting', 'ready', 'exited', 'circuit-open', 'starting', 'ready'],
       );
     } finally {
       await engine.dispose();
