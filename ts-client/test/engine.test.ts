@@ -102,6 +102,35 @@ describe('engine against the Python runtime', () => {
     }
   });
 
+  test('concurrent generators: each stream gets its own tokens, the same as when run alone', async () => {
+    const prompts = ['The sea', 'A mountain far away', 'Once upon a time', 'Numbers: 1, 2, 3'];
+    const params = (prompt: string, i: number) => ({ model_id: MODEL, prompt, max_tokens: 6 + i, temperature: 0 });
+    const alone = [];
+    for (const [i, prompt] of prompts.entries()) alone.push(await engine.generate(params(prompt, i)));
+
+    const generations = prompts.map((prompt, i) => engine.createGenerator(params(prompt, i)));
+    assert.equal(new Set(generations.map((g) => g.streamId)).size, prompts.length);
+    const together = await Promise.all(
+      generations.map(async (generation) => {
+        const chunks: GenerationChunk[] = [];
+        for await (const chunk of generation) chunks.push(chunk);
+        return chunks;
+      }),
+    );
+    for (const [i, chunks] of together.entries()) {
+      const tokens = chunks.filter((c): c is TokenChunk => c.type === 'token');
+      assert.deepEqual(
+        tokens.map((c) => c.tokenId),
+        alone[i]!.tokenIds,
+        `stream ${i}`,
+      );
+      const end = chunks.at(-1) as StatsChunk;
+      assert.equal(end.type, 'stats');
+      assert.equal(end.stats.stream_id, generations[i]!.streamId);
+      assert.equal(end.stats.tokens_generated, tokens.length);
+    }
+  });
+
   test('abort cancels one stream with finish reason cancelled; a concurrent one completes', async () => {
     const controller = new AbortController();
     const long = engine.createGenerator(
@@ -124,6 +153,22 @@ describe('engine against the Python runtime', () => {
     const other = await short;
     assert.ok(['length', 'stop'].includes(other.finishReason));
     assert.notEqual(other.finishReason, 'cancelled');
+  });
+
+  test('an abort before the runtime acknowledged the stream cancels it once acknowledged', async () => {
+    const controller = new AbortController();
+    const generation = engine.createGenerator(
+      { model_id: MODEL, prompt: 'Write forever.', max_tokens: 4000, temperature: 0.8 },
+      { signal: controller.signal },
+    );
+    controller.abort(); // the `generate` request is still in flight
+    const chunks: GenerationChunk[] = [];
+    for await (const chunk of generation) chunks.push(chunk);
+    const end = chunks.at(-1) as StatsChunk;
+    assert.equal(end.type, 'stats');
+    assert.equal(end.finishReason, 'cancelled');
+    assert.ok(end.stats.tokens_generated < 4000);
+    await eventually(async () => (await engine.runtimeState()).active_streams === 0, 5_000, 'the stream to end');
   });
 
   test('an already aborted signal fails at once without starting a stream', async () => {
@@ -189,7 +234,10 @@ describe('engine against the Python runtime', () => {
   test('unload, then the model is gone', async () => {
     await engine.unloadModel(MODEL);
     assert.deepEqual(engine.loadedModels, []);
-    assert.ok(events.some(([name]) => name === 'modelUnloaded'));
+    assert.ok(
+      events.some(([name, e]) => name === 'modelUnloaded' && (e as { reason: string }).reason === 'unloaded'),
+      JSON.stringify(events.filter(([name]) => name === 'modelUnloaded')),
+    );
     const error = await engine.generate({ model_id: MODEL, prompt: 'x', max_tokens: 2 }).catch((e: unknown) => e);
     assert.ok(error instanceof RpcError && error.code === 'ModelNotLoaded', String(error));
   });
