@@ -161,35 +161,45 @@ async function chat(engine: Engine, values: Values): Promise<number> {
   const modelId = await loadModel(engine, values.model!, values);
   const history: ChatMessage[] = [...systemMessage(values)];
   const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: process.stdin.isTTY });
+  // On a terminal readline takes Ctrl-C: during a reply it cancels the reply, at the prompt
+  // it leaves. (Piped input gets the process's SIGINT, which stream() handles.)
+  let reply: AbortController | undefined;
+  rl.on('SIGINT', () => (reply ? reply.abort() : rl.close()));
   console.error(`chatting with ${modelId}; /reset clears the conversation, /exit or Ctrl-D leaves`);
+  rl.setPrompt('> ');
+  rl.prompt();
   try {
-    for (;;) {
-      let line: string;
-      try {
-        line = await rl.question('> ');
-      } catch {
-        return 0; // Ctrl-C / Ctrl-D at the prompt
-      }
+    // The line iterator queues what arrives during a reply, so piped turns are all answered.
+    for await (const line of rl) {
       const text = line.trim();
-      if (!text) continue;
       if (text === '/exit') return 0;
       if (text === '/reset') {
         history.splice(0, history.length, ...systemMessage(values));
-        continue;
+      } else if (text) {
+        history.push({ role: 'user', content: text });
+        reply = new AbortController();
+        const answer = await stream(engine, { model_id: modelId, messages: [...history], ...sampling(values) }, values, reply.signal);
+        reply = undefined;
+        history.push({ role: 'assistant', content: answer.text });
       }
-      history.push({ role: 'user', content: text });
-      rl.pause();
-      const reply = await stream(engine, { model_id: modelId, messages: [...history], ...sampling(values) }, values);
-      rl.resume();
-      history.push({ role: 'assistant', content: reply.text });
+      rl.prompt();
     }
+    return 0;
   } finally {
     rl.close();
   }
 }
 
-/** Streams one generation to stdout; Ctrl-C cancels it (the runtime ends it `cancelled`). */
-async function stream(engine: Engine, params: GeneratorParams, values: Values): Promise<{ text: string; interrupted: boolean }> {
+/**
+ * Streams one generation to stdout; Ctrl-C (or `interrupt`) cancels it: the runtime ends it
+ * `cancelled`.
+ */
+async function stream(
+  engine: Engine,
+  params: GeneratorParams,
+  values: Values,
+  interrupt?: AbortSignal,
+): Promise<{ text: string; interrupted: boolean }> {
   const controller = new AbortController();
   let interrupted = false;
   const onSigint = () => {
@@ -198,6 +208,7 @@ async function stream(engine: Engine, params: GeneratorParams, values: Values): 
     controller.abort();
   };
   process.on('SIGINT', onSigint);
+  interrupt?.addEventListener('abort', onSigint, { once: true });
   const started = performance.now();
   let firstTokenAt: number | undefined;
   let text = '';
@@ -215,6 +226,7 @@ async function stream(engine: Engine, params: GeneratorParams, values: Values): 
     }
   } finally {
     process.off('SIGINT', onSigint);
+    interrupt?.removeEventListener('abort', onSigint);
   }
   if (!values.json) process.stdout.write('\n');
   if (end) {

@@ -29,10 +29,11 @@ interface Run {
 // GGUF conversions go to a scratch cache, not the user's.
 const cacheDir = tempDir('mlx-serving-cache-');
 
-function runCli(args: string[]): Promise<Run> {
+function runCli(args: string[], stdin?: string): Promise<Run> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env, MLX_SERVING_CACHE_DIR: cacheDir };
-    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.end(stdin ?? '');
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -61,6 +62,29 @@ test('mlx-serving CLI', async (t) => {
     assert.ok(tokens.length >= 1 && tokens.length <= 6, run.stdout);
     assert.notEqual(chunks.at(-1)?.type, 'token');
     assert.match(run.stderr, /tok\/s/);
+  });
+
+  await t.test('tokenize --json prints the tokens and their strings', async () => {
+    const run = await runCli(['tokenize', '--model', model, '--text', 'Hello world', '--json']);
+    assert.equal(run.code, 0, run.stderr);
+    const result = JSON.parse(run.stdout) as { tokens: number[]; token_strings: string[] };
+    assert.ok(result.tokens.length > 0);
+    assert.equal(result.tokens.length, result.token_strings.length);
+  });
+
+  await t.test('chat answers every piped turn, with the history, and leaves at end of input', async () => {
+    const turns = 'Hi there\n/reset\nHi there\nAnd then?\n';
+    const run = await runCli(['chat', '--model', model, '--max-tokens', '3', '--temperature', '0', '--json'], turns);
+    assert.equal(run.code, 0, run.stderr);
+    const ends = run.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { type: string; stats?: { prompt_tokens: number } })
+      .filter((c) => c.type === 'stats');
+    assert.equal(ends.length, 3, run.stdout);
+    const [first, afterReset, followUp] = ends.map((e) => e.stats!.prompt_tokens);
+    assert.equal(afterReset, first, '/reset cleared the history');
+    assert.ok(followUp! > afterReset!, 'the follow-up carries the conversation');
   });
 
   await t.test('convert-gguf writes an mlx-lm directory; generate --dtype runs the GGUF directly', async () => {
