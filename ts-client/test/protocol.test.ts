@@ -14,7 +14,9 @@ import {
   StreamFailedError,
   type Engine,
   type GenerationChunk,
+  type Logger,
 } from '../src/index.js';
+import { ClientLogger } from '../src/logger.js';
 import { fakeRuntimeOptions } from './support/runtime.js';
 
 async function collect(iterable: AsyncIterable<GenerationChunk>): Promise<GenerationChunk[]> {
@@ -113,4 +115,25 @@ test('a runtime/info that breaks its schema fails createEngine with ProtocolErro
   const error = await createEngine(fakeRuntimeOptions('bad-info')).catch((e: unknown) => e);
   assert.ok(error instanceof ProtocolError, String(error));
   assert.match(error.message, /runtime\/info/);
+});
+
+test("the runtime's stderr goes to the client's logger, at the level its tag names", async () => {
+  const logged: Array<[string, string]> = [];
+  const logger = Object.fromEntries(
+    (['debug', 'info', 'warn', 'error'] as const).map((level) => [level, (message: string) => logged.push([level, message])]),
+  ) as unknown as Logger;
+  const engine = await createEngine(fakeRuntimeOptions('normal', { logger }));
+  await engine.dispose();
+  assert.ok(
+    logged.some(([level, message]) => level === 'info' && message === '[runtime] MLX Runtime ready'),
+    JSON.stringify(logged),
+  );
+
+  logged.length = 0;
+  const client = new ClientLogger(logger);
+  for (const line of ['x [WARNING] low memory', 'Traceback (most recent call last):', 'y [DEBUG] detail']) client.runtime(line);
+  assert.deepEqual(
+    logged.map(([level]) => level),
+    ['warn', 'warn', 'debug'],
+  );
 });
