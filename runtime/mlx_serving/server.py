@@ -54,13 +54,15 @@ class Runtime:
         limits = settings.limits
         self.settings = settings
         self.writer = FrameWriter(protocol_fd, limits.outbound_queue_bytes)
-        self.engine = Engine(settings, NotificationSink(self.writer))
+        notifications = NotificationSink(self.writer)
+        self.engine = Engine(settings, notifications)
         self._wake_read, self._wake_write = os.pipe()
         self._stopping = threading.Event()
         self.context = RuntimeContext(
             engine=self.engine,
             settings=settings,
             request_shutdown=self.request_shutdown,
+            notify=notifications.emit,
             native=native or NativeStatus(),
         )
         self.executor = ThreadPoolExecutor(limits.request_workers, thread_name_prefix="request")

@@ -37,7 +37,7 @@ def confine_model_path(
     then fails without reading anything). Raises ModelLoadError for a path outside."""
     if not security.allowed_model_roots:
         return None
-    roots = [Path(os.path.realpath(root)) for root in security.allowed_model_roots]
+    roots = _roots(security)
     reference = local_path or model_id
     candidate = Path(reference).expanduser()
     if local_path is None and not candidate.exists() and not _path_like(model_id):
@@ -55,6 +55,17 @@ def confine_model_path(
     if real.is_dir():
         _check_contents(real, roots, reference, model_id)
     return real
+
+
+def within_allowed_roots(path: Path, security: SecurityConfig) -> bool:
+    """Whether `path` (symlinks followed) lies under an allowed root; true when none are set."""
+    if not security.allowed_model_roots:
+        return True
+    return _under(Path(os.path.realpath(path.expanduser())), _roots(security))
+
+
+def _roots(security: SecurityConfig) -> list[Path]:
+    return [Path(os.path.realpath(root)) for root in security.allowed_model_roots]
 
 
 def _path_like(model_id: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..dispatch import Method
 from .context import RuntimeContext
+from .download import download_methods
 from .generate import generate_methods
 from .models import model_methods
 from .runtime import NOT_YET_SERVED, runtime_methods
@@ -12,7 +13,8 @@ from .tokenize import tokenize_methods
 
 def build_methods(context: RuntimeContext) -> dict[str, Method]:
     methods: dict[str, Method] = {}
-    for group in (runtime_methods, model_methods, tokenize_methods, generate_methods):
+    groups = (runtime_methods, model_methods, download_methods, tokenize_methods, generate_methods)
+    for group in groups:
         methods.update(group(context))
     context.capabilities[:] = sorted(set(methods) - set(NOT_YET_SERVED))
     return methods

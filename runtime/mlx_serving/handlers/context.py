@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from ..config import Settings
 from ..engine import Engine
 from ..native_bridge.blas import BlasStatus
@@ -46,6 +48,8 @@ class RuntimeContext:
     engine: Engine
     settings: Settings
     request_shutdown: Callable[[], None]
+    # Sends notifications (method, params) that belong to no stream, e.g. runtime.progress.
+    notify: Callable[[list[tuple[str, msgspec.Struct]]], None] = lambda _: None
     native: NativeStatus = field(default_factory=NativeStatus)
     restart_count: int = 0
     # Method names and feature flags advertised by runtime/info.

@@ -107,6 +107,29 @@ class UnloadModelParams(msgspec.Struct, kw_only=True):
     model_id: NonEmptyStr
 
 
+class DownloadModelParams(msgspec.Struct, kw_only=True):
+    """Fetch a snapshot from the Hugging Face Hub into the local cache; progress comes as
+    `runtime.progress` notifications with task "download" and model_id = repo_id."""
+
+    repo_id: NonEmptyStr
+    revision: NonEmptyStr | None = None
+    # Globs of the files to fetch; null: the config's download.allow_patterns (MLX weights,
+    # config and tokenizer files); [] or ["*"]: every file.
+    allow_patterns: Annotated[list[NonEmptyStr], Meta(max_length=64)] | None = None
+    # A Hugging Face cache folder; null: the config's download.cache_dir, else HF_HUB_CACHE.
+    cache_dir: NonEmptyStr | None = None
+
+
+class DownloadModelResult(msgspec.Struct, kw_only=True):
+    repo_id: str
+    revision: str
+    commit: str
+    # Pass as load_model's local_path.
+    local_path: str
+    files: int
+    total_bytes: int
+
+
 # -- tokenizer -----------------------------------------------------------------------------
 
 
@@ -296,6 +319,7 @@ METHODS: dict[str, MethodSpec] = {
     "shutdown": MethodSpec(Empty, Success),
     "load_model": MethodSpec(LoadModelParams, LoadModelResult),
     "unload_model": MethodSpec(UnloadModelParams, Success),
+    "download_model": MethodSpec(DownloadModelParams, DownloadModelResult, "new"),
     "tokenize": MethodSpec(TokenizeParams, TokenizeResult),
     "detokenize": MethodSpec(DetokenizeParams, DetokenizeResult, "new"),
     "batch_tokenize": _batch_tokenize,

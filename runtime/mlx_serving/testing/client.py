@@ -38,7 +38,9 @@ class RuntimeClient:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            # Offline unless asked otherwise: a fuzzed download_model must never reach the
+            # real Hub (tests serve their own, see testing/fake_hub.py).
+            env={"HF_HUB_OFFLINE": "1", **os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.stdout_lines: list[bytes] = []
         self.stderr_lines: list[str] = []

@@ -18,6 +18,8 @@ export interface MethodSchemas {
   "continuous_generate.result": GenerateResult;
   "detokenize.params": DetokenizeParams;
   "detokenize.result": DetokenizeResult;
+  "download_model.params": DownloadModelParams;
+  "download_model.result": DownloadModelResult;
   "generate.params": GenerateParams;
   "generate.result": GenerateResult;
   "generate_with_image.params": GenerateParams;
@@ -278,6 +280,31 @@ export interface DetokenizeParams {
  */
 export interface DetokenizeResult {
   text: string;
+}
+/**
+ * Fetch a snapshot from the Hugging Face Hub into the local cache; progress comes as
+ *     `runtime.progress` notifications with task "download" and model_id = repo_id.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DownloadModelParams".
+ */
+export interface DownloadModelParams {
+  allow_patterns?: string[] | null;
+  cache_dir?: string | null;
+  repo_id: string;
+  revision?: string | null;
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DownloadModelResult".
+ */
+export interface DownloadModelResult {
+  commit: string;
+  files: number;
+  local_path: string;
+  repo_id: string;
+  revision: string;
+  total_bytes: number;
 }
 /**
  * Placeholder result of methods the protocol names but this build does not serve.
@@ -555,6 +582,10 @@ export interface MethodTypes {
     params: MethodSchemas["detokenize.params"];
     result: MethodSchemas["detokenize.result"];
   };
+  "download_model": {
+    params: MethodSchemas["download_model.params"];
+    result: MethodSchemas["download_model.result"];
+  };
   "generate": {
     params: MethodSchemas["generate.params"];
     result: MethodSchemas["generate.result"];
@@ -612,6 +643,7 @@ export const METHOD_ORIGINS = {
   "check_draft": "compat",
   "continuous_generate": "compat",
   "detokenize": "new",
+  "download_model": "new",
   "generate": "compat",
   "generate_with_image": "compat",
   "load_model": "compat",
@@ -633,6 +665,7 @@ export const METHOD_SCHEMA_KEYS = {
   "check_draft": { params: "check_draft.params", result: "check_draft.result" },
   "continuous_generate": { params: "continuous_generate.params", result: "continuous_generate.result" },
   "detokenize": { params: "detokenize.params", result: "detokenize.result" },
+  "download_model": { params: "download_model.params", result: "download_model.result" },
   "generate": { params: "generate.params", result: "generate.result" },
   "generate_with_image": { params: "generate_with_image.params", result: "generate_with_image.result" },
   "load_model": { params: "load_model.params", result: "load_model.result" },

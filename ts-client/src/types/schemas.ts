@@ -538,6 +538,96 @@ export const methodsSchema: SchemaDocument = {
       "title": "DownloadConfig",
       "type": "object"
     },
+    "DownloadModelParams": {
+      "description": "Fetch a snapshot from the Hugging Face Hub into the local cache; progress comes as\n    `runtime.progress` notifications with task \"download\" and model_id = repo_id.",
+      "properties": {
+        "allow_patterns": {
+          "anyOf": [
+            {
+              "items": {
+                "maxLength": 1024,
+                "minLength": 1,
+                "type": "string"
+              },
+              "maxItems": 64,
+              "type": "array"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "cache_dir": {
+          "anyOf": [
+            {
+              "maxLength": 1024,
+              "minLength": 1,
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "repo_id": {
+          "maxLength": 1024,
+          "minLength": 1,
+          "type": "string"
+        },
+        "revision": {
+          "anyOf": [
+            {
+              "maxLength": 1024,
+              "minLength": 1,
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        }
+      },
+      "required": [
+        "repo_id"
+      ],
+      "title": "DownloadModelParams",
+      "type": "object"
+    },
+    "DownloadModelResult": {
+      "properties": {
+        "commit": {
+          "type": "string"
+        },
+        "files": {
+          "type": "integer"
+        },
+        "local_path": {
+          "type": "string"
+        },
+        "repo_id": {
+          "type": "string"
+        },
+        "revision": {
+          "type": "string"
+        },
+        "total_bytes": {
+          "type": "integer"
+        }
+      },
+      "required": [
+        "repo_id",
+        "revision",
+        "commit",
+        "local_path",
+        "files",
+        "total_bytes"
+      ],
+      "title": "DownloadModelResult",
+      "type": "object"
+    },
     "DraftDetails": {
       "properties": {
         "draft_model": {
@@ -1611,6 +1701,11 @@ export const methodsSchema: SchemaDocument = {
       "params": "detokenize.params",
       "result": "detokenize.result"
     },
+    "download_model": {
+      "origin": "new",
+      "params": "download_model.params",
+      "result": "download_model.result"
+    },
     "generate": {
       "origin": "compat",
       "params": "generate.params",
@@ -1709,6 +1804,12 @@ export const methodsSchema: SchemaDocument = {
     },
     "detokenize.result": {
       "$ref": "#/$defs/DetokenizeResult"
+    },
+    "download_model.params": {
+      "$ref": "#/$defs/DownloadModelParams"
+    },
+    "download_model.result": {
+      "$ref": "#/$defs/DownloadModelResult"
     },
     "generate.params": {
       "$ref": "#/$defs/GenerateParams"
