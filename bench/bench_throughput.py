@@ -1,0 +1,387 @@
+"""Throughput of the runtime against mlx-lm itself, measured side by side in one run.
+
+    python bench/bench_throughput.py [--quick] [--streams 1 8 32] [--tokens 64]
+
+Rows (each a ratio against a baseline measured in this same invocation, same models):
+1. single-stream decode tok/s: runtime read from its stdout (Python client, and the TS
+   client when ts-client/dist is built) vs in-process `mlx_lm.stream_generate`;
+2. per-token overhead of the runtime on a tiny model (tokens at > 1000/s);
+3. aggregate tok/s at 1/8/32 concurrent streams: runtime vs `mlx_lm.server` on loopback,
+   streaming, both with the same BLAS;
+4. TTFT of a prompt sharing a 2k-token prefix with an earlier one: cached vs uncached;
+5. speculative decoding with a draft model sharing the tokenizer, vs plain decoding;
+6. idle RSS of the runtime with no model loaded.
+
+Every process gets the same BLAS bridge the runtime uses (MLX's CPU wheel ships a
+reference BLAS; see docs/PERFORMANCE.md), so the rows compare serving, not BLAS builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# From a source checkout without `pip install .`, the runtime children import the package
+# from runtime/ too.
+if subprocess.run([sys.executable, "-c", "import mlx_serving"], capture_output=True).returncode:
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO_ROOT / "runtime"), os.environ.get("PYTHONPATH")])
+    )
+sys.path.insert(0, str(REPO_ROOT / "runtime"))
+
+from mlx_serving.testing.client import RuntimeClient  # noqa: E402
+
+# One preamble for every child python: the bridge must load before mlx.core does.
+PRELOAD = (
+    "import sys; sys.path.insert(0, {runtime!r})\n"
+    "from mlx_serving.native_bridge.blas import preload_optimized_blas\n"
+    "preload_optimized_blas('auto')\n"
+).format(runtime=str(REPO_ROOT / "runtime"))
+PROMPT = "def parse_args(argv):\n    parser = argparse.ArgumentParser()"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per stream")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--prefix", type=int, default=2000, help="shared prefix tokens")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    return parser.parse_args(argv)
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def make_models(root: Path, hidden: int, layers: int) -> dict[str, Path]:
+    """The benchmark model, a tiny one for overhead, and a draft that predicts the target
+    well: the target is the draft plus layers whose outputs are scaled near zero, so both
+    cost what their sizes say while the draft agrees with most of the target's tokens."""
+    code = PRELOAD + (
+        "from mlx_serving.testing.make_model import make_model\n"
+        "from bench_models import make_speculative_pair\n"
+        f"make_model({str(root / 'tiny')!r}, 'llama', hidden_size=64, num_layers=2, seed=3)\n"
+        f"make_model({str(root / 'main')!r}, 'llama', hidden_size={hidden}, "
+        f"num_layers={layers}, seed=1)\n"
+        f"make_speculative_pair({str(root)!r}, hidden={hidden}, layers={layers})"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "bench")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    return {
+        "tiny": root / "tiny",
+        "main": root / "main",
+        "target": root / "spec-target",
+        "draft": root / "spec-draft",
+    }
+
+
+# -- in-process mlx-lm ----------------------------------------------------------------------
+
+
+def inprocess_decode(model_dir: Path, tokens: int, repeat: int) -> float:
+    """Best decode tok/s of `mlx_lm.stream_generate`, timed per token like a client would."""
+    code = PRELOAD + (
+        "import json, time; from mlx_lm import load, stream_generate\n"
+        f"m, t = load({str(model_dir)!r}); rates = []\n"
+        f"for _ in range({repeat + 1}):\n"
+        "    stamps = []\n"
+        f"    for r in stream_generate(m, t, {PROMPT!r}, max_tokens={tokens}):\n"
+        "        stamps.append(time.perf_counter())\n"
+        "    rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))\n"
+        "print(json.dumps(max(rates[1:])))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return float(json.loads(out.stdout.decode().strip().splitlines()[-1]))
+
+
+# -- the runtime ----------------------------------------------------------------------------
+
+
+def runtime_decode(client: RuntimeClient, model_id: str, tokens: int, repeat: int) -> float:
+    rates = []
+    for _ in range(repeat + 1):
+        stamps = []
+        stream_id = client.call(
+            "generate",
+            {"model_id": model_id, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0},
+        )["stream_id"]
+        for frame in client.stream_events(stream_id):
+            if frame["method"] == "stream.chunk":
+                stamps.append(time.perf_counter())
+        rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    return max(rates[1:])
+
+
+def runtime_aggregate(client: RuntimeClient, model_id: str, streams: int, tokens: int) -> float:
+    started = time.perf_counter()
+    ids = [
+        client.call(
+            "generate",
+            {
+                "model_id": model_id,
+                "prompt": f"{PROMPT} # variant {i}",
+                "max_tokens": tokens,
+                "temperature": 0,
+            },
+        )["stream_id"]
+        for i in range(streams)
+    ]
+    total = sum(
+        client.collect(stream_id, timeout=600)["stats"]["tokens_generated"] for stream_id in ids
+    )
+    return total / (time.perf_counter() - started)
+
+
+def runtime_ttft(
+    client: RuntimeClient, model_id: str, prefix: list[int], suffix: list[int]
+) -> float:
+    started = time.perf_counter()
+    stream_id = client.call(
+        "generate",
+        {"model_id": model_id, "prompt_tokens": prefix + suffix, "max_tokens": 2, "temperature": 0},
+    )["stream_id"]
+    first = None
+    for frame in client.stream_events(stream_id, timeout=600):
+        if frame["method"] == "stream.chunk" and first is None:
+            first = time.perf_counter()
+    assert first is not None
+    return first - started
+
+
+def runtime_speculative(client: RuntimeClient, tokens: int) -> tuple[float, float, float]:
+    """(plain tok/s, speculative tok/s, acceptance) of the target, greedy."""
+
+    def run(extra: dict[str, Any]) -> dict[str, Any]:
+        return client.generate(
+            {
+                "model_id": "target",
+                "prompt": PROMPT,
+                "max_tokens": tokens,
+                "temperature": 0,
+                **extra,
+            },
+            timeout=600,
+        )
+
+    run({})  # warm-up
+    plain = run({})
+    spec = run({"draft_model": "draft", "num_draft_tokens": 4})
+    assert spec["tokens"] == plain["tokens"], "speculative output differs from plain greedy"
+    accepted = spec["stats"]["draft_tokens_accepted"] / max(spec["stats"]["tokens_generated"], 1)
+    return plain["stats"]["tokens_per_second"], spec["stats"]["tokens_per_second"], accepted
+
+
+def idle_rss() -> int:
+    with RuntimeClient() as client:
+        time.sleep(0.5)
+        return int(client.call("runtime/info")["memory"]["rss"])
+
+
+# -- the TS client --------------------------------------------------------------------------
+
+
+def ts_decode(model_dir: Path, tokens: int, repeat: int) -> float | None:
+    script = REPO_ROOT / "bench" / "ts_stream.mjs"
+    if not (REPO_ROOT / "ts-client" / "dist" / "index.js").exists() or shutil.which("node") is None:
+        return None
+    env = {**os.environ, "MLX_SERVING_PYTHON": sys.executable}
+    out = subprocess.run(
+        ["node", str(script), str(model_dir), PROMPT, str(tokens), str(repeat)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    return float(json.loads(out.stdout.decode().strip().splitlines()[-1]))
+
+
+# -- mlx_lm.server --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class MlxLmServer:
+    def __init__(self, model_dir: Path, parallel: int) -> None:
+        self.port = free_port()
+        code = PRELOAD + "import runpy; runpy.run_module('mlx_lm.server', run_name='__main__')"
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-c", code,
+                "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(self.port),
+                "--decode-concurrency", str(max(parallel, 1)),
+                "--prompt-concurrency", str(max(min(parallel, 8), 1)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("mlx_lm.server did not start")
+
+    def stream(self, prompt: str, tokens: int) -> int:
+        body = json.dumps(
+            {
+                "prompt": prompt,
+                "max_tokens": tokens,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/v1/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        chunks, usage = 0, None
+        with urllib.request.urlopen(request, timeout=600) as response:
+            for raw in response:
+                line = raw.decode().strip()
+                if not line.startswith("data:") or line == "data: [DONE]":
+                    continue
+                event = json.loads(line[5:])
+                if event.get("usage"):
+                    usage = event["usage"].get("completion_tokens")
+                if event.get("choices") and event["choices"][0].get("text"):
+                    chunks += 1
+        return int(usage) if usage else chunks
+
+    def aggregate(self, streams: int, tokens: int) -> float:
+        counts = [0] * streams
+
+        def run(i: int) -> None:
+            counts[i] = self.stream(f"{PROMPT} # variant {i}", tokens)
+
+        self.stream(PROMPT, 4)  # warm-up
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(streams)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(counts) / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        args.tokens, args.hidden, args.layers, args.prefix = 24, 256, 4, 600
+        args.streams = [1, 4]
+    repeat = 1 if args.quick else 3
+    rows: list[tuple[str, str, float, float, str]] = []
+
+    def row(name: str, unit: str, value: float, baseline: float, target: str) -> None:
+        rows.append((name, unit, value, baseline, target))
+        print(f"  {name}: {value:.4g} vs {baseline:.4g} {unit}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="mlx-serving-bench-") as tmp:
+        models = make_models(Path(tmp), args.hidden, args.layers)
+
+        print("single stream", file=sys.stderr)
+        base = inprocess_decode(models["main"], args.tokens * 2, repeat)
+        with RuntimeClient() as client:
+            client.call("load_model", {"model_id": "main", "local_path": str(models["main"])})
+            client.call("load_model", {"model_id": "tiny", "local_path": str(models["tiny"])})
+            rate = runtime_decode(client, "main", args.tokens * 2, repeat)
+            row("decode, 1 stream (Python client)", "tok/s", rate, base, ">= 0.98")
+            ts = ts_decode(models["main"], args.tokens * 2, repeat)
+            if ts is not None:
+                row("decode, 1 stream (TS client)", "tok/s", ts, base, ">= 0.98")
+
+            print("per-token overhead", file=sys.stderr)
+            tiny_base = inprocess_decode(models["tiny"], 256, repeat)
+            tiny_runtime = runtime_decode(client, "tiny", 256, repeat)
+            overhead_us = (1 / tiny_runtime - 1 / tiny_base) * 1e6
+            row("decode, tiny model", "tok/s", tiny_runtime, tiny_base, ">= 0.98")
+            rows.append(("  runtime overhead per token", "µs", overhead_us, 0.0, "< 30 µs"))
+
+            print("shared-prefix TTFT", file=sys.stderr)
+            prefix = [10 + (i * 7) % 1000 for i in range(args.prefix)]
+            uncached = runtime_ttft(client, "main", prefix, [5, 6, 7])
+            cached = runtime_ttft(client, "main", prefix, [8, 9])
+            row(f"TTFT, {args.prefix}-token shared prefix", "s", cached, uncached, "<= 0.2")
+
+        print("aggregate", file=sys.stderr)
+        server = MlxLmServer(models["main"], max(args.streams))
+        try:
+            with RuntimeClient() as client:
+                client.call("load_model", {"model_id": "main", "local_path": str(models["main"])})
+                runtime_aggregate(client, "main", 2, 4)  # warm-up
+                for n in args.streams:
+                    baseline = server.aggregate(n, args.tokens)
+                    rate = runtime_aggregate(client, "main", n, args.tokens)
+                    row(
+                        f"aggregate, {n} streams (vs mlx_lm.server)",
+                        "tok/s",
+                        rate,
+                        baseline,
+                        ">= 1.0",
+                    )
+        finally:
+            server.close()
+
+        print("speculative", file=sys.stderr)
+        with RuntimeClient() as client:
+            client.call("load_model", {"model_id": "target", "local_path": str(models["target"])})
+            client.call(
+                "load_model",
+                {"model_id": "draft", "local_path": str(models["draft"]), "draft": True},
+            )
+            plain, spec, accepted = runtime_speculative(client, args.tokens * 2)
+            row(f"speculative decode (draft accepts {accepted:.0%})", "tok/s", spec, plain, "> 1.0")
+
+        rss = idle_rss()
+        rows.append(("idle RSS, no model", "MiB", rss / 2**20, 0.0, "report"))
+
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def print_table(rows: list[tuple[str, str, float, float, str]]) -> None:
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
+    print("| measurement | runtime | baseline | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    for name, unit, value, baseline, target in rows:
+        if baseline:
+            ratio = value / baseline
+            print(
+                f"| {name} | {value:.4g} {unit} | {baseline:.4g} {unit} | {ratio:.3f}× | {target} |"
+            )
+        else:
+            print(f"| {name} | {value:.4g} {unit} | | | {target} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
