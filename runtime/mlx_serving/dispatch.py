@@ -2,13 +2,16 @@
 
 Each request is decoded once into its method's params Struct, run on the reader thread
 (cheap methods) or on a worker pool, and answered through `send`. Handler exceptions
-become JSON-RPC errors; nothing a handler raises can stop the dispatcher.
+become JSON-RPC errors; nothing a handler raises can stop the dispatcher. Every request
+gets exactly one answer, also when the runtime stops: from then on requests are refused
+with -32099, and pool work that does not finish in time is answered the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from .protocol.errors import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
+    RUNTIME_ERROR,
     ErrorObject,
     InvalidParams,
     Overloaded,
@@ -87,6 +91,25 @@ class Dispatcher:
         self._executor = executor
         self._max_line = max_output_line_bytes
         self._pending = threading.BoundedSemaphore(max_pending)
+        self._stopping = False
+        self._running: set[_AnswerOnce] = set()
+        self._running_changed = threading.Condition()
+
+    def stop_accepting(self) -> None:
+        """Refuse every request from now on (-32099). Safe from signal handlers."""
+        self._stopping = True
+
+    def close(self, grace: float) -> None:
+        """Stop accepting; give pool work `grace` seconds to answer, then answer what is
+        left with -32099 (a handler finishing later is not sent, its work dropped)."""
+        self._stopping = True
+        deadline = time.monotonic() + grace
+        with self._running_changed:
+            while self._running and (remaining := deadline - time.monotonic()) > 0:
+                self._running_changed.wait(remaining)
+            left = list(self._running)
+        for answer in left:
+            answer.settle(self._refusal(answer.frame))
 
     def handle_line(self, line: bytes) -> None:
         stripped = line.strip()
@@ -162,6 +185,9 @@ class Dispatcher:
         if method is None:
             done(self._reply_error(frame, METHOD_NOT_FOUND, f"Method not found: {frame.method}"))
             return
+        if self._stopping:
+            done(self._refusal(frame))
+            return
         if method.inline:
             done(self._run(method, frame))
             return
@@ -169,14 +195,25 @@ class Dispatcher:
             error = Overloaded("too many requests in flight; retry later")
             done(self._reply_error(frame, error.code, error.message, error.data))
             return
+        answer = _AnswerOnce(frame, done, self._finished)
+        with self._running_changed:
+            self._running.add(answer)
 
         def work() -> None:
             try:
-                done(self._run(method, frame))
+                answer.settle(self._refusal(frame) if self._stopping else self._run(method, frame))
             finally:
                 self._pending.release()
 
         self._executor.submit(work)
+
+    def _finished(self, answer: _AnswerOnce) -> None:
+        with self._running_changed:
+            self._running.discard(answer)
+            self._running_changed.notify_all()
+
+    def _refusal(self, frame: RequestFrame) -> _Outcome:
+        return self._reply_error(frame, RUNTIME_ERROR, "runtime is shutting down")
 
     def _run(self, method: Method, frame: RequestFrame) -> _Outcome:
         try:
@@ -197,7 +234,7 @@ class Dispatcher:
         if isinstance(result, Deferred):
             result, after_sent, on_dropped = result.result, result.after_sent, result.on_dropped
         if frame.is_notification:
-            return _Outcome(after_sent=after_sent)
+            return _Outcome(after_sent=after_sent, on_dropped=on_dropped)
         assert not isinstance(frame.id, msgspec.UnsetType)
         encoded = _encoder.encode(ResultFrame(id=frame.id, result=result))
         if len(encoded) > self._max_line:
@@ -206,7 +243,7 @@ class Dispatcher:
             return self._reply_error(
                 frame, INTERNAL_ERROR, f"result exceeds the {self._max_line}-byte line limit"
             )
-        return _Outcome(frame=encoded, after_sent=after_sent)
+        return _Outcome(frame=encoded, after_sent=after_sent, on_dropped=on_dropped)
 
     @staticmethod
     def _decode_params(method: Method, raw: msgspec.Raw | msgspec.UnsetType) -> Any:
@@ -242,6 +279,36 @@ class Dispatcher:
 def _too_deep() -> bytes:
     # Valid JSON, but nested beyond what the decoder recurses into: not a usable request.
     return encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request: nested too deeply")
+
+
+class _AnswerOnce:
+    """One pool request's answer: the first outcome settled is delivered, a later one (a
+    handler finishing after its refusal went out) is dropped."""
+
+    def __init__(
+        self,
+        frame: RequestFrame,
+        done: Callable[[_Outcome], None],
+        finished: Callable[[_AnswerOnce], None],
+    ) -> None:
+        self.frame = frame
+        self._done = done
+        self._finished = finished
+        self._lock = threading.Lock()
+        self._settled = False
+
+    def settle(self, outcome: _Outcome) -> None:
+        with self._lock:
+            first, self._settled = not self._settled, True
+        if not first:
+            if outcome.on_dropped is not None:
+                outcome.on_dropped()
+            return
+        try:
+            self._done(outcome)
+        finally:
+            # After `done`: close() waits for this, so the answer is queued by then.
+            self._finished(self)
 
 
 class _BatchCollector:

@@ -27,6 +27,9 @@ from .transport import FrameWriter, LineReader, OversizeLine
 log = logging.getLogger(__name__)
 
 READY_LINE = "MLX Runtime ready"
+# How long requests still running at shutdown may take to answer before they are answered
+# "shutting down"; short, since the runtime must exit within a second of stdin EOF.
+SHUTDOWN_GRACE_S = 0.3
 
 
 class NotificationSink:
@@ -79,6 +82,8 @@ class Runtime:
         """Safe from any thread and from signal handlers."""
         if not self._stopping.is_set():
             self._stopping.set()
+            # What the reader still takes from stdin is answered -32099, not run.
+            self.dispatcher.stop_accepting()
             os.write(self._wake_write, b"x")
 
     def watch_parent(self, interval: float = 0.25) -> None:
@@ -114,6 +119,9 @@ class Runtime:
 
     def close(self) -> None:
         log.info("shutting down")
+        # First every request gets its answer (streams started by `generate` are then
+        # known to the scheduler), then the scheduler ends the streams.
+        self.dispatcher.close(grace=SHUTDOWN_GRACE_S)
         self.engine.shutdown()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.writer.close()

@@ -40,12 +40,20 @@ class OversizeLine:
 
 class LineReader:
     """Reads newline-delimited frames from an fd, never buffering more than `max_bytes`
-    of one line: an oversize line is skipped to its newline and reported by size."""
+    of one line: an oversize line is skipped to its newline and reported by size.
 
-    def __init__(self, fd: int, max_bytes: int, wake_fd: int | None = None) -> None:
+    When `wake_fd` becomes readable the reader stops, but first takes what the client had
+    already written (up to `drain_bytes`, without waiting for more), so that the requests
+    in it are still read and answered rather than lost in the pipe."""
+
+    def __init__(
+        self, fd: int, max_bytes: int, wake_fd: int | None = None, drain_bytes: int = 1 << 22
+    ) -> None:
         self._fd = fd
         self._max = max_bytes
         self._wake_fd = wake_fd
+        self._drain_left: int | None = None  # set once woken
+        self._drain_bytes = drain_bytes
 
     def __iter__(self) -> Iterator[bytes | OversizeLine]:
         buffer = bytearray()
@@ -80,14 +88,21 @@ class LineReader:
                 start = newline + 1
 
     def _read(self) -> bytes:
-        if self._wake_fd is not None:
+        if self._wake_fd is not None and self._drain_left is None:
             ready, _, _ = select.select([self._fd, self._wake_fd], [], [])
             if self._wake_fd in ready:
+                self._drain_left = self._drain_bytes
+        if self._drain_left is not None:
+            ready, _, _ = select.select([self._fd], [], [], 0)
+            if not ready or self._drain_left <= 0:
                 return b""
         try:
-            return os.read(self._fd, 1 << 16)
+            chunk = os.read(self._fd, 1 << 16)
         except OSError:
             return b""
+        if self._drain_left is not None:
+            self._drain_left -= len(chunk)
+        return chunk
 
 
 class FrameWriter:
