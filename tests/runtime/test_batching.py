@@ -177,3 +177,25 @@ def test_unloading_a_draft_ends_the_streams_using_it(
     assert result["event"]["event"] == "error"
     assert "unloaded" in result["event"]["error"]
     assert client.generate(greedy("llama", "x", 4))["event"]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"temperature": 0.9, "seed": 42},
+        {"temperature": 0, "repetition_penalty": 1.3},
+    ],
+    ids=["seeded", "penalty"],
+)
+def test_a_stream_moved_into_the_batch_midway_keeps_its_tokens(
+    client: RuntimeClient, sampling: dict[str, Any]
+) -> None:
+    params = {"model_id": "llama", "prompt": PROMPTS[0], "max_tokens": 300, **sampling}
+    alone = client.generate(params)["tokens"]
+    # Alone, a stream decodes outside the batch; a second stream moves it in mid-stream.
+    first = client.call("generate", {**params, "stream_id": "moved"})["stream_id"]
+    events = client.stream_events(first)
+    seen = [next(events)["params"]["token_id"] for _ in range(10)]
+    client.call("generate", greedy("llama", PROMPTS[1], 30, stream_id="joiner"))
+    assert seen + client.collect(first)["tokens"] == alone
+    assert len(client.collect("joiner")["tokens"]) == 30

@@ -4,7 +4,8 @@ Built on mlx-lm's `BatchGenerator`: requests join between decode steps and leave
 finish; each keeps its own sampler, logits processors, token budget and stop tokens. A
 long prompt is prefilled in chunks of `prefill_chunk_tokens`, one chunk per step, so the
 streams already decoding get a token between chunks instead of waiting for the whole
-prompt. Finished streams hand their KV cache to the model's prompt cache.
+prompt. Finished streams hand their KV cache to the model's prompt cache. A stream alone
+in its lane decodes through `SoloDecoder` and moves into the batch when another arrives.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 
 from .prompt_cache import PromptCache
+from .solo_decoder import SoloDecoder
 from .stream import StreamRequest
 
 
@@ -40,6 +42,9 @@ class BatchLane:
         prefill_chunk_tokens: int,
     ) -> None:
         self.prompt_cache = prompt_cache
+        self._model = model
+        self._prefill_chunk_tokens = prefill_chunk_tokens
+        self._solo: SoloDecoder | None = None
         self._generator = BatchGenerator(
             model,
             completion_batch_size=max_batch_size,
@@ -50,29 +55,63 @@ class BatchLane:
         self._uid_of: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return len(self._uid_of)
+        return len(self._uid_of) + (self._solo is not None)
 
     def admit(self, request: StreamRequest, eos_token_ids: set[int]) -> int:
         """Queue a stream for prefill; returns how many prompt tokens came from the cache."""
         lookup = self.prompt_cache.fetch(request.prompt_tokens)
-        stop_tokens = [[t] for t in sorted(eos_token_ids | set(request.stop_token_ids))]
+        stop_ids = eos_token_ids | set(request.stop_token_ids)
+        if not len(self):
+            self._solo = SoloDecoder(
+                self._model, request, lookup, stop_ids, self._prefill_chunk_tokens
+            )
+            return lookup.cached_tokens
+        self._insert(
+            request,
+            stop_ids,
+            prompt=lookup.remaining,
+            cache=lookup.cache,
+            cache_tokens=request.prompt_tokens[: lookup.cached_tokens],
+            max_tokens=request.max_tokens,
+        )
+        return lookup.cached_tokens
+
+    def _insert(
+        self,
+        request: StreamRequest,
+        stop_ids: set[int],
+        *,
+        prompt: list[int],
+        cache: list[Any] | None,
+        cache_tokens: list[int],
+        max_tokens: int,
+    ) -> None:
         (uid,) = self._generator.insert(
-            [lookup.remaining],
-            max_tokens=[request.max_tokens],
-            caches=[lookup.cache] if lookup.cache is not None else None,
-            all_tokens=[request.prompt_tokens[: lookup.cached_tokens]],
+            [prompt],
+            max_tokens=[max_tokens],
+            caches=[cache] if cache is not None else None,
+            all_tokens=[list(cache_tokens)],
             samplers=[request.sampler],
             logits_processors=[request.logits_processors],
-            stop_sequences=[StopSequences(stop_tokens)],
+            stop_sequences=[StopSequences([[t] for t in sorted(stop_ids)])],
         )
         self._stream_of[uid] = request.stream_id
         self._uid_of[request.stream_id] = uid
-        return lookup.cached_tokens
 
     def step(self) -> list[LaneToken]:
         """One decode step for every decoding stream, plus one prefill chunk if any wait."""
+        tokens: list[LaneToken] = []
+        solo = self._solo
+        if solo is not None:
+            if not self._uid_of:
+                token = solo.step()
+                if token is not None:
+                    tokens.append(LaneToken(solo.stream_id, *token))
+                    if token[2] is not None:
+                        self._end_solo()
+                return tokens
+            tokens += self._hand_solo_to_batch(solo)
         _, responses = self._generator.next()
-        tokens = []
         for response in responses:
             stream_id = self._stream_of[response.uid]
             if response.finish_reason is not None:
@@ -84,8 +123,32 @@ class BatchLane:
             )
         return tokens
 
+    def _hand_solo_to_batch(self, solo: SoloDecoder) -> list[LaneToken]:
+        self._solo = None
+        last, handoff = solo.handoff()
+        if handoff is None:  # the token already sampled ended the stream
+            self.prompt_cache.store(solo.cache_tokens, solo.cache)
+        else:
+            self._insert(
+                solo.request,
+                solo.stop_ids,
+                prompt=handoff.next_prompt,
+                cache=handoff.cache,
+                cache_tokens=handoff.cache_tokens,
+                max_tokens=handoff.remaining_tokens,
+            )
+        return [LaneToken(solo.stream_id, *last)] if last is not None else []
+
+    def _end_solo(self) -> None:
+        solo, self._solo = self._solo, None
+        if solo is not None and solo.cache_tokens:
+            self.prompt_cache.store(solo.cache_tokens, solo.cache)
+
     def remove(self, stream_id: str) -> None:
         """Take a stream out early (cancelled, stopped by text, failed); keep its cache."""
+        if self._solo is not None and self._solo.stream_id == stream_id:
+            self._end_solo()
+            return
         uid = self._uid_of.get(stream_id)
         if uid is None:
             return
@@ -96,7 +159,8 @@ class BatchLane:
             self.prompt_cache.store(list(tokens), cache)
 
     def stream_ids(self) -> list[str]:
-        return list(self._uid_of)
+        solo = [self._solo.stream_id] if self._solo is not None else []
+        return solo + list(self._uid_of)
 
     def close(self) -> None:
         self._generator.close()
