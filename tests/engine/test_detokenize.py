@@ -25,7 +25,10 @@ def run(tokenizer: Any, tokens: list[int], stops: list[str]) -> tuple[list[Pendi
         released += assembler.add(PendingToken(token_id=token, text=""))
         if assembler.stopped:
             return released, True
-    return released + assembler.finish(), False
+    # The detokenizer may hold text (a trailing space) until the end: a stop sequence can
+    # complete only when the stream is flushed.
+    released += assembler.finish()
+    return released, assembler.stopped
 
 
 def streamed_text(tokenizer: Any, tokens: list[int]) -> str:
