@@ -20,6 +20,7 @@ from ..protocol.methods import (
 )
 from .drafts import check_draft
 from .drafts import vocab_size as vocab_size_of
+from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, load_model, resolve_model_dir
 from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
@@ -33,6 +34,7 @@ class Engine:
     def __init__(self, settings: Settings, sink: StreamSink) -> None:
         self.settings = settings
         self.models = ModelRegistry()
+        self.guidance = GuidanceCompiler()
         self.scheduler = Scheduler(sink, settings.limits.max_active_streams, settings.scheduler)
 
     # -- models ----------------------------------------------------------------------------
@@ -72,6 +74,7 @@ class Engine:
     def unload(self, model_id: str) -> None:
         if self.models.remove(model_id) is not None:
             self.scheduler.fail_model(model_id, f"model '{model_id}' was unloaded")
+        self.guidance.forget(model_id)
 
     # -- tokenizer -------------------------------------------------------------------------
 
@@ -107,8 +110,12 @@ class Engine:
             raise InvalidParams(
                 "temperature", f"must be <= {limits.max_temperature}", "out_of_range"
             )
-        if params.guidance is not None:
-            raise InvalidParams("guidance", "structured output is not supported yet", "invalid")
+        if params.guidance is not None and params.draft_model is not None:
+            # The speculative path verifies several drafted tokens per step; a token mask
+            # would need the matcher rolled back on every rejected draft. Not supported.
+            raise InvalidParams(
+                "draft_model", "cannot be combined with guidance (structured output)"
+            )
         loaded = self.models.get(params.model_id)
         draft = self._draft_for(loaded, params.draft_model)
         prompt_tokens = self._prompt_tokens(loaded, params)
@@ -127,6 +134,9 @@ class Engine:
             for token in ids:
                 if token >= vocab_size:
                     raise InvalidParams(name, f"token id {token} >= vocab {vocab_size}")
+        guidance: StreamGuidance | None = None
+        if params.guidance is not None:
+            guidance = self.guidance.compile(params.guidance, loaded, vocab_size)
         settings = SamplingSettings(
             temperature=params.temperature,
             top_p=params.top_p,
@@ -139,6 +149,9 @@ class Engine:
             frequency_penalty=params.frequency_penalty,
             logit_bias=params.logit_bias,
         )
+        processors = make_processors(settings)
+        if guidance is not None:
+            processors.append(guidance.mask)  # last, so no later processor can lift it
         stream_id = params.stream_id or f"stream-{uuid.uuid4().hex}"
         request = StreamRequest(
             stream_id=stream_id,
@@ -146,7 +159,7 @@ class Engine:
             prompt_tokens=prompt_tokens,
             max_tokens=params.max_tokens,
             sampler=make_sampler(settings),
-            logits_processors=make_processors(settings),
+            logits_processors=processors,
             stop_sequences=list(params.stop_sequences),
             stop_token_ids=frozenset(params.stop_token_ids),
             logprobs=params.logprobs or params.top_logprobs > 0,
@@ -155,6 +168,7 @@ class Engine:
             or self.settings.compat_cumulative_text,
             draft=draft,
             num_draft_tokens=params.num_draft_tokens,
+            guidance=guidance,
         )
         self.scheduler.reserve(stream_id)
         return request

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import msgspec
 
+from .guidance import StreamGuidance
 from .loader import LoadedModel
 from .sampling import LogitsProcessor, Sampler
 
@@ -27,6 +28,7 @@ class StreamRequest:
     include_cumulative_text: bool = False
     draft: LoadedModel | None = None  # speculative decoding with this model's proposals
     num_draft_tokens: int = 3
+    guidance: StreamGuidance | None = None  # structured output; its mask is in logits_processors
     submitted_at: float = field(default_factory=time.perf_counter)
 
 

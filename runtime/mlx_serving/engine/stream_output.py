@@ -3,6 +3,7 @@ are released, then exactly one `stream.stats` and one final `stream.event`."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import cast
@@ -66,6 +67,9 @@ class ActiveStream:
         request = self.request
         if failure is None and not self.assembler.stopped:
             self._emit(self.assembler.finish(), out)
+        guidance_valid = None
+        if request.guidance is not None and failure is None:
+            guidance_valid = request.guidance.validate("".join(self.text))
         now = time.perf_counter()
         first = self.first_token_at
         decode_time = now - first if first is not None else 0.0
@@ -80,6 +84,7 @@ class ActiveStream:
             prompt_tokens=len(request.prompt_tokens),
             cached_prompt_tokens=self.cached_prompt_tokens,
             draft_tokens_accepted=self.draft_tokens_accepted,
+            guidance_valid=guidance_valid,
         )
         out.append(("stream.stats", stats))
         event: msgspec.Struct
@@ -115,4 +120,6 @@ def _top_logprobs(logprobs: mx.array, k: int) -> list[tuple[int, float]]:
     order = mx.argsort(-values)
     ids = cast(list[int], top[order].tolist())
     lps = cast(list[float], values[order].tolist())
-    return list(zip(ids, lps, strict=True))
+    # Tokens masked out by guidance have -inf, which JSON cannot carry: they are not
+    # alternatives at all, so they are left out.
+    return [(tid, lp) for tid, lp in zip(ids, lps, strict=True) if lp > -math.inf]

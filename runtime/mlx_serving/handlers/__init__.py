@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..dispatch import Method
+from ..engine.guidance import CAPABILITIES as GUIDANCE_CAPABILITIES
 from .context import RuntimeContext
 from .download import download_methods
 from .generate import generate_methods
@@ -16,7 +17,8 @@ def build_methods(context: RuntimeContext) -> dict[str, Method]:
     groups = (runtime_methods, model_methods, download_methods, tokenize_methods, generate_methods)
     for group in groups:
         methods.update(group(context))
-    context.capabilities[:] = sorted(set(methods) - set(NOT_YET_SERVED))
+    served = set(methods) - set(NOT_YET_SERVED)
+    context.capabilities[:] = sorted(served | set(GUIDANCE_CAPABILITIES))
     return methods
 
 

@@ -1,0 +1,224 @@
+"""Structured output with llguidance: a request's `guidance` (JSON Schema, regex or a Lark
+grammar) becomes a matcher over the model's tokenizer, and the matcher's token mask becomes
+one more logits processor of the stream. mlx-lm's BatchGenerator calls each row's own
+processors inside the batched step, so constrained and free streams share one batch.
+
+A JSON Schema stream's final text is checked again with `jsonschema` (regex and grammar
+streams by replaying the text through a fresh matcher); `stream.stats.guidance_valid`
+reports the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import jsonschema
+import llguidance
+import llguidance.hf
+import mlx.core as mx
+import numpy as np
+from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
+
+from ..protocol.errors import GuidanceError, InvalidParams
+from ..protocol.methods import Guidance, JsonSchemaGuidance, RegexGuidance
+from .loader import LoadedModel
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
+log = logging.getLogger(__name__)
+
+# Advertised in runtime/info capabilities, one per `guidance.mode`.
+CAPABILITIES = ("guidance:grammar", "guidance:json_schema", "guidance:regex")
+
+# Fixed separators as Python's json.dumps writes them. With llguidance's default flexible
+# whitespace a model may spend its whole budget on blanks between tokens of the same JSON.
+# A schema's own "x-guidance" object (llguidance's JSON options) overrides these.
+JSON_OPTIONS: JsonCompileOptions = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+}
+
+# llguidance explains a grammar error with the offending line and a caret; enough to act on.
+_MAX_REASON_CHARS = 2000
+
+
+@dataclass
+class StreamGuidance:
+    """One stream's constraint: the matcher its masks come from, and the final check."""
+
+    tokenizer: llguidance.LLTokenizer
+    matcher: llguidance.LLMatcher
+    # The matcher before any token, for replaying the final text of a regex/grammar stream.
+    initial: llguidance.LLMatcher
+    schema_validator: Any = None  # a jsonschema validator for json_schema streams
+    mask: TokenMask = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mask = TokenMask(self.matcher, self.tokenizer)
+
+    def validate(self, text: str) -> bool:
+        """Whether the final text satisfies the request's schema, regex or grammar."""
+        if self.schema_validator is not None:
+            try:
+                value = json.loads(text)
+            except ValueError:
+                return False
+            return bool(self.schema_validator.is_valid(value))
+        checker = self.initial.deep_copy()
+        tokens = self.tokenizer.tokenize_str(text)
+        return checker.consume_tokens(tokens) and checker.is_accepting()
+
+
+class TokenMask:
+    """The logits processor of a constrained stream.
+
+    Each call first advances the matcher by the token the batch fed in (the one sampled at
+    the previous step; the first call sees the prompt's last token and consumes nothing),
+    then masks every token the grammar does not allow next. Once the grammar is complete
+    only EOS remains allowed, so the stream ends with finish_reason "stop".
+    """
+
+    def __init__(self, matcher: llguidance.LLMatcher, tokenizer: llguidance.LLTokenizer) -> None:
+        self._matcher = matcher
+        self._eos = list(tokenizer.eos_tokens)
+        self._bitmask = allocate_token_bitmask(1, tokenizer.vocab_size)
+        self._started = False
+        self.failed = False
+        # Made on first use: MLX arrays belong to the thread (stream) that creates them, and
+        # this object is built on a request thread but called on the engine thread.
+        self._shifts: mx.array | None = None
+
+    def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
+        matcher = self._matcher
+        if self._shifts is None:
+            self._shifts = mx.arange(32, dtype=mx.uint32)
+        if self._started:
+            # Reading the token waits for the previous step: the next mask depends on it.
+            matcher.consume_token(cast(int, tokens[-1].item()))
+        self._started = True
+        fill_next_token_bitmask(matcher, self._bitmask)
+        if matcher.is_error():
+            self._force_eos(matcher.get_error())
+        # Unpack the bits in MLX: only vocab/8 bytes leave the host per step.
+        words = mx.array(self._bitmask).view(mx.uint32)
+        allowed = ((words[..., None] >> self._shifts) & 1).reshape(1, -1).astype(mx.bool_)
+        width = logits.shape[-1]
+        if allowed.shape[-1] >= width:
+            allowed = allowed[:, :width]
+        else:  # the model has more logits than the tokenizer has tokens
+            padding = mx.zeros((1, width - allowed.shape[-1]), dtype=mx.bool_)
+            allowed = mx.concatenate([allowed, padding], axis=-1)
+        return mx.where(allowed, logits, mx.array(-mx.inf, dtype=logits.dtype))
+
+    def _force_eos(self, error: str) -> None:
+        # Sampling stays within the mask, so this needs a token the matcher refused (a bug
+        # or a tokenizer mismatch): end the stream rather than sample from nothing.
+        if not self.failed:
+            log.warning("guidance matcher failed, ending the stream: %s", error[:500])
+        self.failed = True
+        self._bitmask[:] = 0
+        words = self._bitmask.view(np.uint32)
+        for token in self._eos:
+            words[0, token // 32] |= np.uint32(1 << (token % 32))
+
+
+class GuidanceCompiler:
+    """Compiles request guidance against a model's tokenizer. llguidance's view of a
+    tokenizer takes up to a second to build for a large vocabulary, so it is made once per
+    loaded model and kept until the model is unloaded."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokenizers: dict[str, tuple[LoadedModel, llguidance.LLTokenizer]] = {}
+
+    def compile(self, spec: Guidance, loaded: LoadedModel, vocab_size: int) -> StreamGuidance:
+        """Raises InvalidParams naming the field and the reason when the schema, regex or
+        grammar is invalid or uses a feature llguidance does not implement."""
+        grammar, field_name, validator = _grammar(spec)
+        tokenizer = self._tokenizer(loaded, vocab_size)
+        matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise InvalidParams(field_name, _reason(spec, matcher.get_error()))
+        return StreamGuidance(
+            tokenizer=tokenizer,
+            matcher=matcher,
+            initial=matcher.deep_copy(),
+            schema_validator=validator,
+        )
+
+    def forget(self, model_id: str) -> None:
+        with self._lock:
+            self._tokenizers.pop(model_id, None)
+
+    def _tokenizer(self, loaded: LoadedModel, vocab_size: int) -> llguidance.LLTokenizer:
+        with self._lock:
+            cached = self._tokenizers.get(loaded.model_id)
+            if cached is not None and cached[0] is loaded:
+                return cached[1]
+            wrapper = loaded.tokenizer
+            hf_tokenizer = getattr(wrapper, "_tokenizer", wrapper)
+            try:
+                tokenizer = llguidance.hf.from_tokenizer(
+                    hf_tokenizer,
+                    # The mask must cover every logit; ids past the tokenizer stay masked.
+                    n_vocab=max(vocab_size, len(hf_tokenizer)),
+                    eos_token=sorted(wrapper.eos_token_ids) or None,
+                )
+            except Exception as exc:
+                raise GuidanceError(
+                    f"structured output needs a fast (tokenizers) tokenizer: {exc}",
+                    model_id=loaded.model_id,
+                ) from exc
+            self._tokenizers[loaded.model_id] = (loaded, tokenizer)
+            return tokenizer
+
+
+def _grammar(spec: Guidance) -> tuple[str, str, Any]:
+    """The llguidance grammar of a request, the field it came from, and for a JSON Schema
+    the jsonschema validator the final text is checked with."""
+    if isinstance(spec, JsonSchemaGuidance):
+        validator = _schema_validator(spec.schema)
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                spec.schema, defaults=JSON_OPTIONS
+            )
+        except ValueError as exc:
+            raise InvalidParams("guidance.schema", str(exc)[:_MAX_REASON_CHARS]) from exc
+        return grammar, "guidance.schema", validator
+    if isinstance(spec, RegexGuidance):
+        return llguidance.LLMatcher.grammar_from_regex(spec.pattern), "guidance.pattern", None
+    try:
+        # Lark as llguidance reads it; GBNF (llama.cpp's grammars) is converted first.
+        grammar = llguidance.grammar_from("grammar", spec.grammar)
+    except ValueError as exc:
+        raise InvalidParams("guidance.grammar", str(exc)[:_MAX_REASON_CHARS]) from exc
+    return grammar, "guidance.grammar", None
+
+
+def _schema_validator(schema: dict[str, Any]) -> Any:
+    validator_class = jsonschema.validators.validator_for(schema)
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+        raise InvalidParams(
+            f"guidance.schema{path}", f"invalid JSON Schema: {exc.message}"[:_MAX_REASON_CHARS]
+        ) from exc
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def _reason(spec: Guidance, error: str) -> str:
+    error = error.strip()[:_MAX_REASON_CHARS]
+    if isinstance(spec, JsonSchemaGuidance):
+        if error.startswith(("Unimplemented keys", "Unknown format")):
+            return f"JSON Schema feature not supported for constrained output: {error}"
+        return f"JSON Schema cannot be compiled: {error}"
+    if isinstance(spec, RegexGuidance):
+        return f"invalid regex: {error}"
+    return f"invalid grammar: {error}"
