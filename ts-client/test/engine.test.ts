@@ -211,12 +211,13 @@ describe('engine against the Python runtime', () => {
   });
 
   test("structured: {schema} goes out as guidance: {mode: 'json_schema', schema}", async () => {
-    // This runtime rejects guidance for now; the error names `guidance`, so the mapping happened.
+    // An invalid schema: the runtime's error names `guidance.schema…`, so the mapping happened
+    // (test/guidance.test.ts has the valid outputs).
     const error = await engine
-      .generate({ model_id: MODEL, prompt: 'x', structured: { schema: { type: 'object' }, format: 'json' } })
+      .generate({ model_id: MODEL, prompt: 'x', structured: { schema: { type: 'wat' }, format: 'json' } })
       .catch((e: unknown) => e);
     assert.ok(error instanceof InvalidParamsError, String(error));
-    assert.equal(error.field, 'guidance');
+    assert.equal(error.field, 'guidance.schema.type');
     const local = await engine
       .generate({ model_id: MODEL, prompt: 'x', structured: { schema: {}, format: 'xml' as 'json' } })
       .catch((e: unknown) => e);
