@@ -106,7 +106,8 @@ class Fuzzer:
                 if "error" in item:
                     assert isinstance(item["error"]["code"], int)
                     assert isinstance(item["error"]["message"], str)
-                elif isinstance(item["result"], dict) and "stream_id" in item["result"]:
+                elif isinstance(item["result"], dict) and "started_at" in item["result"]:
+                    # A generate acknowledgement (cancel results carry a stream_id too).
                     self.acknowledged_streams.add(item["result"]["stream_id"])
         return answers
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,13 @@ def fuzzer(llama_dir: Path) -> Iterator[Fuzzer]:
             client.call("cancel", {"stream_id": stream_id})
         finals: dict[str, int] = {}
         for stream_id in fuzzer.acknowledged_streams:
-            for frame in client.stream_events(stream_id, timeout=120):
-                if frame["method"] == "stream.event":
-                    finals[stream_id] = finals.get(stream_id, 0) + 1
+            try:
+                for frame in client.stream_events(stream_id, timeout=120):
+                    if frame["method"] == "stream.event":
+                        finals[stream_id] = finals.get(stream_id, 0) + 1
+            except queue.Empty:
+                log = "\n".join(client.stderr_lines[-60:])
+                pytest.fail(f"stream {stream_id} never ended; runtime log:\n{log}")
         assert all(count == 1 for count in finals.values())
         assert set(finals) == fuzzer.acknowledged_streams
         for line in client.stdout_lines:

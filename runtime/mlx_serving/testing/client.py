@@ -49,7 +49,8 @@ class RuntimeClient:
         self.notifications: list[dict[str, Any]] = []
         self._streams: dict[str, queue.Queue[dict[str, Any]]] = defaultdict(queue.Queue)
         self._cond = threading.Condition()
-        self._ids = itertools.count(1)
+        # Far from the small ids tests and fuzzers send by hand, so answers never collide.
+        self._ids = itertools.count(1_000_000_001)
         self._ready = threading.Event()
         self._threads = [
             threading.Thread(target=self._read_stdout, daemon=True),
@@ -73,7 +74,8 @@ class RuntimeClient:
                 elif "method" in frame:
                     self.notifications.append(frame)
                     stream_id = frame["params"].get("stream_id")
-                    if stream_id is not None:
+                    # runtime.event names streams too, but is no part of their output.
+                    if stream_id is not None and frame["method"].startswith("stream."):
                         self._streams[stream_id].put(frame)
                 else:
                     self.responses[json.dumps(frame["id"])] = frame
