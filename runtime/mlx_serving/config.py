@@ -169,6 +169,18 @@ class SecurityConfig(_Section):
     allow_trust_remote_code: bool = False
 
 
+class VisionConfig(_Section):
+    """`vision`: the images of vision requests (generate_with_image, image message parts)."""
+
+    # Decoded bytes of one image. Its base64 text is 4/3 of that: json_rpc.max_frame_bytes
+    # must hold it.
+    max_image_bytes: Bytes = 10 * MiB
+    # Width x height of one image, read from its header before any pixel is decoded (a
+    # small file can declare a huge image). 32 Mi pixels: a 48-megapixel photo is refused.
+    max_image_pixels: Positive = 32 * 1024 * 1024
+    max_images_per_request: Annotated[int, Meta(ge=1, le=64)] = 8
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """runtime.yaml: the settings of one runtime process."""
 
@@ -183,6 +195,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    vision: VisionConfig = msgspec.field(default_factory=VisionConfig)
     # Partial settings per deployment (`production`, `test` …) laid over the rest of the
     # file. Empty in the effective settings, which already include the one applied.
     environments: dict[str, Settings] = {}

@@ -88,9 +88,9 @@ def test_prompt_longer_than_context_is_rejected(runtime: RuntimeClient) -> None:
 
 
 def test_methods_of_later_features_answer_a_clear_error(runtime: RuntimeClient) -> None:
-    frame = runtime.request("load_vision_model", {"model_id": "vlm"})
+    frame = runtime.request("runtime/telemetry")
     assert frame["error"]["code"] == -32099
     assert "not available" in frame["error"]["message"]
     info = runtime.call("runtime/info")
-    assert "load_vision_model" not in info["capabilities"]
+    assert "runtime/telemetry" not in info["capabilities"]
     assert "generate" in info["capabilities"]

@@ -26,6 +26,7 @@ from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
 from .scheduler import Scheduler
 from .stream import StreamRequest, StreamSink
+from .vision import VisionEngine
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Engine:
         self.models = ModelRegistry()
         self.guidance = GuidanceCompiler()
         self.scheduler = Scheduler(sink, settings.limits.max_active_streams, settings.scheduler)
+        self.vision = VisionEngine(settings, sink, self.models, self.scheduler)
 
     # -- models ----------------------------------------------------------------------------
 
@@ -59,6 +61,7 @@ class Engine:
         previous = self.models.put(loaded)
         if previous is not None:
             self.scheduler.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
+            self.vision.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
         log.info("loaded %s from %s", params.model_id, model_dir)
         return LoadModelResult(
             model_id=loaded.model_id,
@@ -74,6 +77,7 @@ class Engine:
     def unload(self, model_id: str) -> None:
         if self.models.remove(model_id) is not None:
             self.scheduler.fail_model(model_id, f"model '{model_id}' was unloaded")
+            self.vision.fail_model(model_id, f"model '{model_id}' was unloaded")
         self.guidance.forget(model_id)
 
     # -- tokenizer -------------------------------------------------------------------------
@@ -102,7 +106,7 @@ class Engine:
 
     def prepare_stream(self, params: GenerateParams) -> StreamRequest:
         """Validate and tokenize a request and claim its stream id. The caller starts it
-        with `scheduler.start` once the client has been told the stream id."""
+        with `start` once the client has been told the stream id."""
         limits = self.settings.limits
         if params.max_tokens > limits.max_tokens:
             raise InvalidParams("max_tokens", f"must be <= {limits.max_tokens}", "out_of_range")
@@ -117,8 +121,10 @@ class Engine:
                 "draft_model", "cannot be combined with guidance (structured output)"
             )
         loaded = self.models.get(params.model_id)
+        # A vision model's prompt (images included) goes through mlx-vlm's processor.
+        vision = self.vision.prepare_inputs(loaded, params)
         draft = self._draft_for(loaded, params.draft_model)
-        prompt_tokens = self._prompt_tokens(loaded, params)
+        prompt_tokens = vision.prompt_tokens if vision else self._prompt_tokens(loaded, params)
         if len(prompt_tokens) + params.max_tokens > loaded.context_length:
             raise InvalidParams(
                 "max_tokens",
@@ -171,7 +177,22 @@ class Engine:
             guidance=guidance,
         )
         self.scheduler.reserve(stream_id)
+        if vision is not None:
+            self.vision.hold(stream_id, vision)
         return request
+
+    def start(self, request: StreamRequest) -> None:
+        """Start a prepared stream once its client knows the stream id."""
+        if not self.vision.start(request):
+            self.scheduler.start(request)
+
+    def release(self, stream_id: str) -> None:
+        """A prepared stream that will not start (its client never got the stream id)."""
+        self.vision.forget(stream_id)
+        self.scheduler.release(stream_id)
+
+    def cancel(self, stream_id: str) -> bool:
+        return self.vision.cancel(stream_id) or self.scheduler.cancel(stream_id)
 
     def _draft_for(self, primary: LoadedModel, draft_id: str | None) -> LoadedModel | None:
         if draft_id is None:
@@ -225,6 +246,7 @@ class Engine:
         return tokens
 
     def shutdown(self) -> None:
+        self.vision.stop()
         self.scheduler.stop()
 
 

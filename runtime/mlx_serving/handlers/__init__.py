@@ -10,14 +10,22 @@ from .generate import generate_methods
 from .models import model_methods
 from .runtime import NOT_YET_SERVED, runtime_methods
 from .tokenize import tokenize_methods
+from .vision import unadvertised_vision_methods, vision_methods
 
 
 def build_methods(context: RuntimeContext) -> dict[str, Method]:
     methods: dict[str, Method] = {}
-    groups = (runtime_methods, model_methods, download_methods, tokenize_methods, generate_methods)
+    groups = (
+        runtime_methods,
+        model_methods,
+        download_methods,
+        tokenize_methods,
+        generate_methods,
+        vision_methods,
+    )
     for group in groups:
         methods.update(group(context))
-    served = set(methods) - set(NOT_YET_SERVED)
+    served = set(methods) - set(NOT_YET_SERVED) - set(unadvertised_vision_methods())
     context.capabilities[:] = sorted(served | set(GUIDANCE_CAPABILITIES))
     return methods
 

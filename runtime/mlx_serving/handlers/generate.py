@@ -1,4 +1,5 @@
-"""generate, batch_generate, cancel (and the compat alias continuous_generate)."""
+"""generate, batch_generate, cancel (and the compat aliases continuous_generate and
+generate_with_image)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 
 from ..dispatch import Deferred, Method
 from ..engine.stream import StreamRequest
+from ..engine.vision import require_mlx_vlm
 from ..protocol.errors import InvalidParams, RpcError
 from ..protocol.methods import (
     BatchGenerateParams,
@@ -15,6 +17,7 @@ from ..protocol.methods import (
     CancelResult,
     GenerateParams,
     GenerateResult,
+    GenerateWithImageParams,
 )
 from .batch import failed
 from .context import RuntimeContext
@@ -22,15 +25,18 @@ from .context import RuntimeContext
 
 def generate_methods(context: RuntimeContext) -> dict[str, Method]:
     engine = context.engine
-    scheduler = engine.scheduler
 
     def generate(params: GenerateParams) -> Deferred:
         request = engine.prepare_stream(params)
         return Deferred(
             GenerateResult(stream_id=request.stream_id, started_at=time.time()),
-            after_sent=lambda: scheduler.start(request),
-            on_dropped=lambda: scheduler.release(request.stream_id),
+            after_sent=lambda: engine.start(request),
+            on_dropped=lambda: engine.release(request.stream_id),
         )
+
+    def generate_with_image(params: GenerateWithImageParams) -> Deferred:
+        require_mlx_vlm()  # before the model lookup: without mlx-vlm, name the extra
+        return generate(params)
 
     def batch_generate(params: BatchGenerateParams) -> Deferred:
         seen: set[str] = set()
@@ -54,23 +60,23 @@ def generate_methods(context: RuntimeContext) -> dict[str, Method]:
 
         def start_all() -> None:
             for request in started:
-                scheduler.start(request)
+                engine.start(request)
 
         def release_all() -> None:
             for request in started:
-                scheduler.release(request.stream_id)
+                engine.release(request.stream_id)
 
         return Deferred(BatchResult(results=results), after_sent=start_all, on_dropped=release_all)
 
     def cancel(params: CancelParams) -> CancelResult:
-        return CancelResult(
-            stream_id=params.stream_id, cancelled=scheduler.cancel(params.stream_id)
-        )
+        return CancelResult(stream_id=params.stream_id, cancelled=engine.cancel(params.stream_id))
 
     return {
         "generate": Method(GenerateParams, generate),
         # Every generate joins the model's scheduler, so the compat name is the same method.
         "continuous_generate": Method(GenerateParams, generate),
         "batch_generate": Method(BatchGenerateParams, batch_generate),
+        # The same method with images beside the prompt (vision models, engine/vision/).
+        "generate_with_image": Method(GenerateWithImageParams, generate_with_image),
         "cancel": Method(CancelParams, cancel, inline=True),
     }

@@ -8,6 +8,7 @@ from importlib import metadata
 
 from .. import __version__
 from ..dispatch import Deferred, Method
+from ..engine.vision import LoadedVisionModel
 from ..protocol.errors import NotAvailable
 from ..protocol.methods import (
     METHODS,
@@ -24,8 +25,6 @@ from .context import RuntimeContext
 # Methods that exist in the protocol but are not served by this build yet: they answer a
 # clear error and are not advertised in capabilities.
 NOT_YET_SERVED = (
-    "load_vision_model",
-    "generate_with_image",
     "runtime/telemetry",
     "runtime/metrics",
 )
@@ -89,7 +88,11 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
     def state(_: Empty) -> RuntimeState:
         return RuntimeState(
             loaded_models=[
-                LoadedModelState(model_id=m.model_id, state="ready", type="text")
+                LoadedModelState(
+                    model_id=m.model_id,
+                    state="ready",
+                    type="vision" if isinstance(m, LoadedVisionModel) else "text",
+                )
                 for m in context.engine.models
             ],
             active_streams=context.engine.scheduler.active_count,

@@ -103,6 +103,14 @@ class LoadModelResult(msgspec.Struct, kw_only=True):
     draft: bool = False
 
 
+class LoadVisionModelResult(LoadModelResult, kw_only=True):
+    # The transformers processor class that prepares images and text.
+    processor_type: str
+    # The vision tower's input edge in pixels; null where the processor resizes images
+    # dynamically (Qwen2-VL and others).
+    image_size: int | None = None
+
+
 class UnloadModelParams(msgspec.Struct, kw_only=True):
     model_id: NonEmptyStr
 
@@ -224,6 +232,7 @@ class TextPart(msgspec.Struct, kw_only=True, tag="text", tag_field="type"):
 
 
 class ImagePart(msgspec.Struct, kw_only=True, tag="image", tag_field="type"):
+    # base64 or a `data:image/…;base64,` URI; only models loaded by load_vision_model.
     image: str
 
 
@@ -280,6 +289,17 @@ class GenerateParams(msgspec.Struct, kw_only=True):
     include_cumulative_text: bool = False
 
 
+class GenerateWithImageParams(GenerateParams, kw_only=True):
+    """generate on a vision model with images beside the prompt. Each image is base64 or
+    a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The
+    prompt is rendered with the model's chat template and one placeholder per image, as
+    mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders)."""
+
+    image: str | None = None
+    images: Annotated[list[str], Meta(max_length=64)] = []
+    raw_prompt: bool = False
+
+
 class GenerateResult(msgspec.Struct, kw_only=True):
     stream_id: str
     started_at: float
@@ -329,6 +349,6 @@ METHODS: dict[str, MethodSpec] = {
     "continuous_generate": MethodSpec(GenerateParams, GenerateResult),
     "batch_generate": MethodSpec(BatchGenerateParams, BatchResult),
     "cancel": MethodSpec(CancelParams, CancelResult, "new"),
-    "load_vision_model": MethodSpec(LoadModelParams, NotServed),
-    "generate_with_image": MethodSpec(GenerateParams, NotServed),
+    "load_vision_model": MethodSpec(LoadModelParams, LoadVisionModelResult),
+    "generate_with_image": MethodSpec(GenerateWithImageParams, GenerateResult),
 }

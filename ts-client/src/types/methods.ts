@@ -22,12 +22,12 @@ export interface MethodSchemas {
   "download_model.result": DownloadModelResult;
   "generate.params": GenerateParams;
   "generate.result": GenerateResult;
-  "generate_with_image.params": GenerateParams;
-  "generate_with_image.result": NotServed;
+  "generate_with_image.params": GenerateWithImageParams;
+  "generate_with_image.result": GenerateResult;
   "load_model.params": LoadModelParams;
   "load_model.result": LoadModelResult;
   "load_vision_model.params": LoadModelParams;
-  "load_vision_model.result": NotServed;
+  "load_vision_model.result": LoadVisionModelResult;
   "runtime/info.params": Empty;
   "runtime/info.result": RuntimeInfo;
   "runtime/metrics.params": Empty;
@@ -307,12 +307,54 @@ export interface DownloadModelResult {
   total_bytes: number;
 }
 /**
- * Placeholder result of methods the protocol names but this build does not serve.
+ * generate on a vision model with images beside the prompt. Each image is base64 or
+ *     a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The
+ *     prompt is rendered with the model's chat template and one placeholder per image, as
+ *     mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
- * via the `definition` "NotServed".
+ * via the `definition` "GenerateWithImageParams".
  */
-export interface NotServed {}
+export interface GenerateWithImageParams {
+  draft_model?: string | null;
+  frequency_penalty?: number;
+  guidance?: (JsonSchemaGuidance | RegexGuidance | GrammarGuidance) | null;
+  image?: string | null;
+  /**
+   * @maxItems 64
+   */
+  images?: string[];
+  include_cumulative_text?: boolean;
+  logit_bias?: {
+    [k: string]: number | undefined;
+  } | null;
+  logprobs?: boolean;
+  max_tokens?: number;
+  messages?: ChatMessage[] | null;
+  min_p?: number;
+  model_id: string;
+  num_draft_tokens?: number;
+  presence_penalty?: number;
+  prompt?: string;
+  prompt_tokens?: number[] | null;
+  raw_prompt?: boolean;
+  repetition_context_size?: number;
+  repetition_penalty?: number | null;
+  seed?: number | null;
+  /**
+   * @maxItems 10
+   */
+  stop_sequences?: string[];
+  /**
+   * @maxItems 100
+   */
+  stop_token_ids?: number[];
+  stream_id?: string | null;
+  temperature?: number;
+  top_k?: number;
+  top_logprobs?: number;
+  top_p?: number;
+}
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "LoadModelParams".
@@ -339,6 +381,22 @@ export interface LoadModelResult {
   is_vision_model: boolean;
   model_id: string;
   parameter_count: number;
+  state: "ready";
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "LoadVisionModelResult".
+ */
+export interface LoadVisionModelResult {
+  cached_path: string;
+  context_length: number;
+  draft?: boolean;
+  dtype: string;
+  image_size?: number | null;
+  is_vision_model: boolean;
+  model_id: string;
+  parameter_count: number;
+  processor_type: string;
   state: "ready";
 }
 /**
@@ -390,6 +448,7 @@ export interface Settings {
   security?: SecurityConfig;
   stream_registry?: StreamRegistryConfig;
   telemetry?: TelemetryConfig;
+  vision?: VisionConfig;
 }
 /**
  * `download`: download_model and mlx-serving-download.
@@ -492,6 +551,17 @@ export interface TelemetryConfig {
   events?: boolean;
 }
 /**
+ * `vision`: the images of vision requests (generate_with_image, image message parts).
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "VisionConfig".
+ */
+export interface VisionConfig {
+  max_image_bytes?: number;
+  max_image_pixels?: number;
+  max_images_per_request?: number;
+}
+/**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "Limits".
  */
@@ -511,6 +581,13 @@ export interface MemoryInfo {
   rss: number;
   vms: number;
 }
+/**
+ * Placeholder result of methods the protocol names but this build does not serve.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "NotServed".
+ */
+export interface NotServed {}
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "RuntimeState".

@@ -938,6 +938,256 @@ export const methodsSchema: SchemaDocument = {
       "title": "GenerateResult",
       "type": "object"
     },
+    "GenerateWithImageParams": {
+      "description": "generate on a vision model with images beside the prompt. Each image is base64 or\n    a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The\n    prompt is rendered with the model's chat template and one placeholder per image, as\n    mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).",
+      "properties": {
+        "draft_model": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "frequency_penalty": {
+          "default": 0,
+          "maximum": 2,
+          "minimum": -2,
+          "type": "number"
+        },
+        "guidance": {
+          "anyOf": [
+            {
+              "anyOf": [
+                {
+                  "$ref": "#/$defs/JsonSchemaGuidance"
+                },
+                {
+                  "$ref": "#/$defs/RegexGuidance"
+                },
+                {
+                  "$ref": "#/$defs/GrammarGuidance"
+                }
+              ],
+              "discriminator": {
+                "mapping": {
+                  "grammar": "#/$defs/GrammarGuidance",
+                  "json_schema": "#/$defs/JsonSchemaGuidance",
+                  "regex": "#/$defs/RegexGuidance"
+                },
+                "propertyName": "mode"
+              }
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "image": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "images": {
+          "default": [],
+          "items": {
+            "type": "string"
+          },
+          "maxItems": 64,
+          "type": "array"
+        },
+        "include_cumulative_text": {
+          "default": false,
+          "type": "boolean"
+        },
+        "logit_bias": {
+          "anyOf": [
+            {
+              "additionalProperties": {
+                "maximum": 100,
+                "minimum": -100,
+                "type": "number"
+              },
+              "type": "object"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "logprobs": {
+          "default": false,
+          "type": "boolean"
+        },
+        "max_tokens": {
+          "default": 512,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "messages": {
+          "anyOf": [
+            {
+              "items": {
+                "$ref": "#/$defs/ChatMessage"
+              },
+              "type": "array"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "min_p": {
+          "default": 0,
+          "maximum": 1,
+          "minimum": 0,
+          "type": "number"
+        },
+        "model_id": {
+          "maxLength": 1024,
+          "minLength": 1,
+          "type": "string"
+        },
+        "num_draft_tokens": {
+          "default": 3,
+          "maximum": 64,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "presence_penalty": {
+          "default": 0,
+          "maximum": 2,
+          "minimum": -2,
+          "type": "number"
+        },
+        "prompt": {
+          "default": "",
+          "maxLength": 1048576,
+          "type": "string"
+        },
+        "prompt_tokens": {
+          "anyOf": [
+            {
+              "items": {
+                "minimum": 0,
+                "type": "integer"
+              },
+              "type": "array"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "raw_prompt": {
+          "default": false,
+          "type": "boolean"
+        },
+        "repetition_context_size": {
+          "default": 20,
+          "maximum": 1000000,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "repetition_penalty": {
+          "anyOf": [
+            {
+              "exclusiveMinimum": 0,
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "seed": {
+          "anyOf": [
+            {
+              "maximum": 4294967295,
+              "minimum": 0,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "stop_sequences": {
+          "default": [],
+          "items": {
+            "maxLength": 100,
+            "minLength": 1,
+            "type": "string"
+          },
+          "maxItems": 10,
+          "type": "array"
+        },
+        "stop_token_ids": {
+          "default": [],
+          "items": {
+            "minimum": 0,
+            "type": "integer"
+          },
+          "maxItems": 100,
+          "type": "array"
+        },
+        "stream_id": {
+          "anyOf": [
+            {
+              "maxLength": 256,
+              "minLength": 1,
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "temperature": {
+          "default": 0.7,
+          "minimum": 0,
+          "type": "number"
+        },
+        "top_k": {
+          "default": 0,
+          "minimum": 0,
+          "type": "integer"
+        },
+        "top_logprobs": {
+          "default": 0,
+          "maximum": 20,
+          "minimum": 0,
+          "type": "integer"
+        },
+        "top_p": {
+          "default": 1,
+          "exclusiveMinimum": 0,
+          "maximum": 1,
+          "type": "number"
+        }
+      },
+      "required": [
+        "model_id"
+      ],
+      "title": "GenerateWithImageParams",
+      "type": "object"
+    },
     "GrammarGuidance": {
       "properties": {
         "grammar": {
@@ -1195,6 +1445,63 @@ export const methodsSchema: SchemaDocument = {
         "cached_path"
       ],
       "title": "LoadModelResult",
+      "type": "object"
+    },
+    "LoadVisionModelResult": {
+      "properties": {
+        "cached_path": {
+          "type": "string"
+        },
+        "context_length": {
+          "type": "integer"
+        },
+        "draft": {
+          "default": false,
+          "type": "boolean"
+        },
+        "dtype": {
+          "type": "string"
+        },
+        "image_size": {
+          "anyOf": [
+            {
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "is_vision_model": {
+          "type": "boolean"
+        },
+        "model_id": {
+          "type": "string"
+        },
+        "parameter_count": {
+          "type": "integer"
+        },
+        "processor_type": {
+          "type": "string"
+        },
+        "state": {
+          "enum": [
+            "ready"
+          ]
+        }
+      },
+      "required": [
+        "model_id",
+        "state",
+        "context_length",
+        "parameter_count",
+        "dtype",
+        "is_vision_model",
+        "cached_path",
+        "processor_type"
+      ],
+      "title": "LoadVisionModelResult",
       "type": "object"
     },
     "LoadedModelState": {
@@ -1539,6 +1846,9 @@ export const methodsSchema: SchemaDocument = {
         },
         "telemetry": {
           "$ref": "#/$defs/TelemetryConfig"
+        },
+        "vision": {
+          "$ref": "#/$defs/VisionConfig"
         }
       },
       "required": [],
@@ -1661,6 +1971,31 @@ export const methodsSchema: SchemaDocument = {
         "model_id"
       ],
       "title": "UnloadModelParams",
+      "type": "object"
+    },
+    "VisionConfig": {
+      "additionalProperties": false,
+      "description": "`vision`: the images of vision requests (generate_with_image, image message parts).",
+      "properties": {
+        "max_image_bytes": {
+          "default": 10485760,
+          "minimum": 1024,
+          "type": "integer"
+        },
+        "max_image_pixels": {
+          "default": 33554432,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "max_images_per_request": {
+          "default": 8,
+          "maximum": 64,
+          "minimum": 1,
+          "type": "integer"
+        }
+      },
+      "required": [],
+      "title": "VisionConfig",
       "type": "object"
     }
   },
@@ -1818,10 +2153,10 @@ export const methodsSchema: SchemaDocument = {
       "$ref": "#/$defs/GenerateResult"
     },
     "generate_with_image.params": {
-      "$ref": "#/$defs/GenerateParams"
+      "$ref": "#/$defs/GenerateWithImageParams"
     },
     "generate_with_image.result": {
-      "$ref": "#/$defs/NotServed"
+      "$ref": "#/$defs/GenerateResult"
     },
     "load_model.params": {
       "$ref": "#/$defs/LoadModelParams"
@@ -1833,7 +2168,7 @@ export const methodsSchema: SchemaDocument = {
       "$ref": "#/$defs/LoadModelParams"
     },
     "load_vision_model.result": {
-      "$ref": "#/$defs/NotServed"
+      "$ref": "#/$defs/LoadVisionModelResult"
     },
     "runtime/info.params": {
       "$ref": "#/$defs/Empty"

@@ -1,0 +1,147 @@
+"""The vision side of the Engine: load_vision_model, and the streams of vision models.
+
+Vision models live in the Engine's one model registry (so unload_model, runtime/state and
+the loaded-model bound see them), and their stream ids come from the text scheduler's
+reservation (one id space, one active-stream limit). What differs is how a prompt becomes
+tokens (mlx-vlm's processor, images included) and where the stream runs (`VisionLane`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+
+from ...config import Settings
+from ...protocol.errors import InvalidParams, ModelLoadError
+from ...protocol.methods import (
+    GenerateParams,
+    GenerateWithImageParams,
+    LoadModelParams,
+    LoadVisionModelResult,
+)
+from ..loader import LoadedModel, resolve_model_dir
+from ..registry import ModelRegistry
+from ..scheduler import Scheduler
+from ..stream import StreamRequest, StreamSink
+from .inputs import VisionInputs, prepare_vision_inputs
+from .lane import VisionLane
+from .loader import LoadedVisionModel, load_vision_model, require_mlx_vlm
+
+log = logging.getLogger(__name__)
+
+
+def vision_installed() -> bool:
+    """Whether mlx-vlm is installed, without importing it (that takes about a second)."""
+    return importlib.util.find_spec("mlx_vlm") is not None
+
+
+class VisionEngine:
+    def __init__(
+        self, settings: Settings, sink: StreamSink, models: ModelRegistry, scheduler: Scheduler
+    ) -> None:
+        self._settings = settings
+        self._models = models
+        self._scheduler = scheduler
+        self._lane = VisionLane(sink, scheduler.release)
+        self._lock = threading.Lock()
+        # Prepared and acknowledged but not started yet: stream_id -> its inputs.
+        self._prepared: dict[str, VisionInputs] = {}
+        self._cancel_on_start: set[str] = set()
+
+    # -- models ----------------------------------------------------------------------------
+
+    def load(self, params: LoadModelParams) -> LoadVisionModelResult:
+        require_mlx_vlm()
+        if params.quantization:
+            raise ModelLoadError(
+                "on-the-fly quantization is not supported; load a quantized model directory",
+                model_id=params.model_id,
+            )
+        if Path(params.local_path or params.model_id).expanduser().is_file():
+            raise ModelLoadError(
+                "vision models load from a model directory (config.json, weights, "
+                "processor files), not from a single file",
+                model_id=params.model_id,
+            )
+        model_dir = resolve_model_dir(
+            params.model_id, params.local_path, params.revision, self._settings.cache_dir / "gguf"
+        )
+        loaded = load_vision_model(
+            params.model_id,
+            model_dir,
+            context_length=params.context_length,
+            trust_remote_code=params.trust_remote_code,
+            dtype=params.dtype,
+        )
+        previous = self._models.put(loaded)
+        if previous is not None:
+            reason = f"model '{params.model_id}' was replaced"
+            self._scheduler.fail_model(params.model_id, reason)
+            self.fail_model(params.model_id, reason)
+        log.info("loaded vision model %s from %s", params.model_id, model_dir)
+        return LoadVisionModelResult(
+            model_id=loaded.model_id,
+            state="ready",
+            context_length=loaded.context_length,
+            parameter_count=loaded.parameter_count,
+            dtype=loaded.dtype,
+            is_vision_model=True,
+            cached_path=str(loaded.path),
+            processor_type=loaded.processor_type,
+            image_size=loaded.image_size,
+        )
+
+    def fail_model(self, model_id: str, reason: str) -> None:
+        self._lane.fail_model(model_id, reason)
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def prepare_inputs(self, loaded: LoadedModel, params: GenerateParams) -> VisionInputs | None:
+        """The inputs of a request to a vision model; None for a text model's request."""
+        if not isinstance(loaded, LoadedVisionModel):
+            if isinstance(params, GenerateWithImageParams):
+                raise InvalidParams(
+                    "model_id",
+                    f"model '{loaded.model_id}' is a text model; load a vision model with "
+                    "load_vision_model",
+                )
+            return None
+        if params.guidance is not None:
+            raise InvalidParams("guidance", "structured output is not supported for vision yet")
+        return prepare_vision_inputs(loaded, params, self._settings.vision)
+
+    def hold(self, stream_id: str, inputs: VisionInputs) -> None:
+        """Keep a prepared stream's inputs until the client has its stream id."""
+        with self._lock:
+            self._prepared[stream_id] = inputs
+
+    def start(self, request: StreamRequest) -> bool:
+        """Start a prepared vision stream; False when the request is not one."""
+        with self._lock:
+            inputs = self._prepared.pop(request.stream_id, None)
+            cancelled = request.stream_id in self._cancel_on_start
+            self._cancel_on_start.discard(request.stream_id)
+        if inputs is None:
+            return False
+        self._lane.start(request, inputs)
+        if cancelled:
+            self._lane.cancel(request.stream_id)
+        return True
+
+    def cancel(self, stream_id: str) -> bool:
+        with self._lock:
+            if stream_id in self._prepared:
+                self._cancel_on_start.add(stream_id)
+                return True
+        return self._lane.cancel(stream_id)
+
+    def forget(self, stream_id: str) -> None:
+        """The client never learnt of a prepared stream: drop its inputs."""
+        with self._lock:
+            self._prepared.pop(stream_id, None)
+            self._cancel_on_start.discard(stream_id)
+
+    def stop(self) -> None:
+        self._lane.stop()

@@ -1,0 +1,111 @@
+"""Images from requests, checked before any of them reaches a model.
+
+An image arrives as base64 text or a `data:image/…;base64,` URI. What a request can make
+the runtime do with it is bounded here: the decoded size is checked from the text's length
+before decoding, only common raster formats are opened (Pillow can open many more, some
+through external programs), and the pixel count is read from the header before a single
+pixel is decoded, so a small file declaring a huge image (a decompression bomb) costs
+nothing. Each failure is a -32602 naming the request field that held the image.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from typing import TYPE_CHECKING
+
+from ...config import VisionConfig
+from ...protocol.errors import InvalidParams
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+# Pillow format ids that are opened; anything else is refused before a plugin parses it.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+_DATA_URI = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),", re.ASCII)
+_WHITESPACE = re.compile(rb"\s+")
+
+
+def decode_image(value: str, field: str, limits: VisionConfig) -> Image:
+    """The RGB image `value` holds, upright (EXIF orientation applied)."""
+    data = _decode_base64(_payload(value, field), field, limits.max_image_bytes)
+    return _open(data, field, limits.max_image_pixels)
+
+
+def _payload(value: str, field: str) -> str:
+    if not value.startswith("data:"):
+        if not value:
+            raise InvalidParams(field, "empty image")
+        return value
+    found = _DATA_URI.match(value)
+    if found is None:
+        raise InvalidParams(field, "malformed data URI: no ',' before the data")
+    mime = found.group("mime").lower()
+    if not mime.startswith("image/"):
+        raise InvalidParams(field, f"data URI of type '{mime or 'none'}', not image/*")
+    if ";base64" not in found.group("params").lower():
+        raise InvalidParams(field, "data URI is not base64-encoded (';base64' missing)")
+    return value[found.end() :]
+
+
+def _decode_base64(text: str, field: str, max_bytes: int) -> bytes:
+    # Every 4 characters carry 3 bytes: refuse an over-cap image before decoding any of it.
+    if (len(text) // 4) * 3 > max_bytes + 2:
+        raise InvalidParams(
+            field,
+            f"image is over the size limit: about {len(text) // 4 * 3} bytes decoded, "
+            f"limit {max_bytes} (vision.max_image_bytes)",
+            "out_of_range",
+        )
+    raw = text.encode("ascii", errors="replace")
+    if _WHITESPACE.search(raw):  # base64 wrapped into lines, as MIME tools write it
+        raw = _WHITESPACE.sub(b"", raw)
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except binascii.Error as exc:
+        raise InvalidParams(field, f"invalid base64 ({exc}); truncated?") from exc
+    if len(data) > max_bytes:
+        raise InvalidParams(
+            field,
+            f"image is over the size limit: {len(data)} bytes, limit {max_bytes} "
+            "(vision.max_image_bytes)",
+            "out_of_range",
+        )
+    if not data:
+        raise InvalidParams(field, "empty image")
+    return data
+
+
+def _open(data: bytes, field: str, max_pixels: int) -> Image:
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        image = PILImage.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError as exc:
+        raise InvalidParams(
+            field, f"not an image in a supported format ({', '.join(FORMATS)})"
+        ) from exc
+    except PILImage.DecompressionBombError as exc:
+        raise InvalidParams(field, f"image has too many pixels: {exc}", "out_of_range") from exc
+    except Exception as exc:  # a header Pillow recognised but could not parse
+        raise InvalidParams(field, f"corrupt image: {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidParams(
+            field,
+            f"image is {width}x{height} = {width * height} pixels, limit {max_pixels} "
+            "(vision.max_image_pixels)",
+            "out_of_range",
+        )
+    if width < 1 or height < 1:
+        raise InvalidParams(field, f"image is {width}x{height}")
+    try:
+        image.load()  # decodes the pixels: a truncated or corrupt body fails here
+        upright = ImageOps.exif_transpose(image)
+        return upright.convert("RGB")
+    except Exception as exc:
+        raise InvalidParams(field, f"truncated or corrupt {image.format} image: {exc}") from exc
