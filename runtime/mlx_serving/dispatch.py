@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -58,11 +58,20 @@ class Method:
         object.__setattr__(self, "decoder", msgspec.json.Decoder(self.params))
 
 
+class RequestObserver(Protocol):
+    """Told of every request that names a method (telemetry): once when it arrives, once
+    when its answer is ready, before the answer is sent."""
+
+    def request_received(self) -> None: ...
+    def request_answered(self, method: str, error: ErrorObject | None, seconds: float) -> None: ...
+
+
 @dataclass
 class _Outcome:
     frame: bytes | None = None
     after_sent: Callable[[], None] | None = None
     on_dropped: Callable[[], None] | None = None
+    error: ErrorObject | None = None
 
 
 _request_decoder = msgspec.json.Decoder(RequestFrame)
@@ -85,8 +94,10 @@ class Dispatcher:
         executor: Executor,
         max_pending: int,
         max_output_line_bytes: int,
+        observer: RequestObserver | None = None,
     ) -> None:
         self._methods = methods
+        self._observer = observer
         self._send = send
         self._executor = executor
         self._max_line = max_output_line_bytes
@@ -182,6 +193,8 @@ class Dispatcher:
             done(_Outcome(frame=encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request")))
             return
         method = self._methods.get(frame.method)
+        if self._observer is not None:
+            done = self._observed(frame.method if method is not None else "unknown", done)
         if method is None:
             done(self._reply_error(frame, METHOD_NOT_FOUND, f"Method not found: {frame.method}"))
             return
@@ -206,6 +219,22 @@ class Dispatcher:
                 self._pending.release()
 
         self._executor.submit(work)
+
+    def _observed(
+        self, method: str, done: Callable[[_Outcome], None]
+    ) -> Callable[[_Outcome], None]:
+        """`done`, recording the request first: a metrics call made after this answer was
+        read already counts it."""
+        observer = self._observer
+        assert observer is not None
+        observer.request_received()
+        received = time.perf_counter()
+
+        def answered(outcome: _Outcome) -> None:
+            observer.request_answered(method, outcome.error, time.perf_counter() - received)
+            done(outcome)
+
+        return answered
 
     def _finished(self, answer: _AnswerOnce) -> None:
         with self._running_changed:
@@ -255,11 +284,12 @@ class Dispatcher:
 
     @staticmethod
     def _reply_error(frame: RequestFrame, code: int, message: str, data: Any = None) -> _Outcome:
+        error = ErrorObject(code=code, message=message, data=data)
         if frame.is_notification:
             log.info("error in notification %s: %s", frame.method, message)
-            return _Outcome()
+            return _Outcome(error=error)
         assert not isinstance(frame.id, msgspec.UnsetType)
-        return _Outcome(frame=encode_error(frame.id, code, message, data))
+        return _Outcome(frame=_encoder.encode(ErrorFrame(id=frame.id, error=error)), error=error)
 
     @staticmethod
     def _invalid_request(raw: bytes) -> bytes:

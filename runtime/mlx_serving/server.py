@@ -22,6 +22,7 @@ from .handlers import RuntimeContext, build_methods
 from .handlers.context import NativeStatus
 from .protocol.envelope import NULL_ID, NotificationFrame
 from .protocol.errors import INTERNAL_ERROR, INVALID_REQUEST
+from .telemetry import Telemetry
 from .transport import FrameWriter, LineReader, OversizeLine
 
 log = logging.getLogger(__name__)
@@ -33,13 +34,19 @@ SHUTDOWN_GRACE_S = 0.3
 
 
 class NotificationSink:
-    """Encodes the scheduler's notifications and hands them to the writer as one batch."""
+    """Encodes the scheduler's notifications and hands them to the writer as one batch;
+    telemetry reads each batch on the way and may add events after it."""
 
-    def __init__(self, writer: FrameWriter) -> None:
+    def __init__(self, writer: FrameWriter, telemetry: Telemetry | None = None) -> None:
         self._writer = writer
         self._encoder = msgspec.json.Encoder()
+        self._observe = telemetry.observe if telemetry is not None and telemetry.active else None
 
     def emit(self, notifications: list[tuple[str, msgspec.Struct]]) -> None:
+        if self._observe is not None:
+            events = self._observe(notifications)
+            if events:
+                notifications = notifications + events
         encode = self._encoder.encode
         self._writer.send_many(
             [encode(NotificationFrame(method=m, params=p)) for m, p in notifications]
@@ -57,7 +64,9 @@ class Runtime:
         limits = settings.limits
         self.settings = settings
         self.writer = FrameWriter(protocol_fd, limits.outbound_queue_bytes)
-        notifications = NotificationSink(self.writer)
+        self.telemetry = Telemetry(settings.telemetry)
+        notifications = NotificationSink(self.writer, self.telemetry)
+        self.telemetry.attach(notifications.emit)
         self.engine = Engine(settings, notifications)
         self._wake_read, self._wake_write = os.pipe()
         self._stopping = threading.Event()
@@ -67,6 +76,7 @@ class Runtime:
             request_shutdown=self.request_shutdown,
             notify=notifications.emit,
             native=native or NativeStatus(),
+            telemetry=self.telemetry,
         )
         self.executor = ThreadPoolExecutor(limits.request_workers, thread_name_prefix="request")
         self.dispatcher = Dispatcher(
@@ -75,6 +85,7 @@ class Runtime:
             self.executor,
             max_pending=limits.max_active_streams * 4,
             max_output_line_bytes=limits.max_output_line_bytes,
+            observer=self.telemetry if self.telemetry.active else None,
         )
         self.reader = LineReader(stdin_fd, limits.max_frame_bytes, wake_fd=self._wake_read)
 
@@ -119,6 +130,7 @@ class Runtime:
 
     def close(self) -> None:
         log.info("shutting down")
+        self.telemetry.runtime_stopping(self.engine.scheduler.active_count, len(self.engine.models))
         # First every request gets its answer (streams started by `generate` are then
         # known to the scheduler), then the scheduler ends the streams.
         self.dispatcher.close(grace=SHUTDOWN_GRACE_S)

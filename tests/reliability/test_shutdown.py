@@ -56,7 +56,8 @@ def start_runtime(model_dir: Path) -> subprocess.Popen[bytes]:
     load = {"jsonrpc": "2.0", "id": "load", "method": "load_model", "params": params}
     runtime.stdin.write(json.dumps(load).encode() + b"\n")
     runtime.stdin.flush()
-    assert b'"result"' in runtime.stdout.readline()
+    # load_model's runtime.progress and runtime.event notifications come first.
+    assert b'"result"' in next(line for line in runtime.stdout if b'"method"' not in line)
     return runtime
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from ..config import Settings
@@ -18,10 +19,11 @@ from ..protocol.methods import (
     TextPart,
     TokenizeResult,
 )
+from ..protocol.notifications import LoadStage
 from .drafts import check_draft
 from .drafts import vocab_size as vocab_size_of
 from .guidance import GuidanceCompiler, StreamGuidance
-from .loader import LoadedModel, load_model, resolve_model_dir
+from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
 from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
 from .scheduler import Scheduler
@@ -41,15 +43,27 @@ class Engine:
 
     # -- models ----------------------------------------------------------------------------
 
-    def load(self, params: LoadModelParams) -> LoadModelResult:
+    def load(
+        self,
+        params: LoadModelParams,
+        on_stage: Callable[[LoadStage, int, int], None] | None = None,
+    ) -> LoadModelResult:
+        """Load (or replace) a model; `on_stage(stage, done, total)` as each stage begins."""
+        progress = LoadProgress(params.model_id, params.local_path, on_stage)
+        progress.reach("resolving")
         model_dir = resolve_model_dir(
-            params.model_id, params.local_path, params.revision, self.settings.cache_dir / "gguf"
+            params.model_id,
+            params.local_path,
+            params.revision,
+            self.settings.cache_dir / "gguf",
+            on_import=lambda: progress.reach("converting_gguf"),
         )
         if params.quantization:
             raise ModelLoadError(
                 "on-the-fly quantization is not supported; load a quantized model directory",
                 model_id=params.model_id,
             )
+        progress.reach("loading_weights")
         loaded = load_model(
             params.model_id,
             model_dir,
@@ -63,6 +77,7 @@ class Engine:
             self.scheduler.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
             self.vision.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
         log.info("loaded %s from %s", params.model_id, model_dir)
+        progress.reach("ready")
         return LoadModelResult(
             model_id=loaded.model_id,
             state="ready",

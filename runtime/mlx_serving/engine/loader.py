@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import ModelLoadError
+from ..protocol.notifications import LoadStage
 
 
 @dataclass(frozen=True)
@@ -22,22 +24,58 @@ class LoadedModel:
     draft: bool
 
 
+class LoadProgress:
+    """The stages of one load, reported as each begins: (stage, its index, last index).
+    A GGUF reference adds "converting_gguf"; "ready" is last, so done == total there."""
+
+    def __init__(
+        self,
+        model_id: str,
+        local_path: str | None,
+        report: Callable[[LoadStage, int, int], None] | None,
+    ) -> None:
+        self.stages: list[LoadStage] = ["resolving", "loading_weights", "ready"]
+        if _names_gguf(Path(local_path or model_id).expanduser()):
+            self.stages.insert(1, "converting_gguf")
+        self._report = report
+
+    def reach(self, stage: LoadStage) -> None:
+        if self._report is not None and stage in self.stages:
+            self._report(stage, self.stages.index(stage), len(self.stages) - 1)
+
+
+def _names_gguf(candidate: Path) -> bool:
+    """Whether resolve_model_dir will import a GGUF file for this reference."""
+    if candidate.is_file():
+        return candidate.suffix.lower() == ".gguf"
+    return (
+        candidate.is_dir()
+        and not (candidate / "config.json").is_file()
+        and any(candidate.glob("*.gguf"))
+    )
+
+
 def resolve_model_dir(
-    model_id: str, local_path: str | None, revision: str | None, gguf_cache: Path
+    model_id: str,
+    local_path: str | None,
+    revision: str | None,
+    gguf_cache: Path,
+    on_import: Callable[[], None] = lambda: None,
 ) -> Path:
     """A local directory or GGUF file wins; otherwise a Hugging Face repo id is looked up in
     the local HF cache only (downloading is the downloader's job, never a side effect of
-    loading). A GGUF file is converted once into `gguf_cache` and that directory is used."""
+    loading). A GGUF file is converted once into `gguf_cache` and that directory is used;
+    `on_import` is called before the conversion."""
     candidate = Path(local_path or model_id).expanduser()
     if candidate.is_file():
-        return _import_gguf(model_id, candidate, gguf_cache)
+        return _import_gguf(model_id, candidate, gguf_cache, on_import)
     if candidate.is_dir():
         candidate = candidate.resolve()
         if (candidate / "config.json").is_file():
             return candidate
         ggufs = sorted(candidate.glob("*.gguf"))
         if len(ggufs) == 1:
-            return _import_gguf(model_id, ggufs[0], gguf_cache)
+            return _import_gguf(model_id, ggufs[0], gguf_cache, on_import)
         if len(ggufs) > 1:
             names = ", ".join(p.name for p in ggufs)
             raise ModelLoadError(
@@ -59,12 +97,15 @@ def resolve_model_dir(
         ) from exc
 
 
-def _import_gguf(model_id: str, path: Path, gguf_cache: Path) -> Path:
+def _import_gguf(
+    model_id: str, path: Path, gguf_cache: Path, on_import: Callable[[], None]
+) -> Path:
     if path.suffix.lower() != ".gguf":
         raise ModelLoadError(
             f"{path} is a file but not a .gguf file; pass a model directory or a GGUF file",
             model_id=model_id,
         )
+    on_import()
     from ..gguf import GGUFImportError, cached_import
 
     try:

@@ -33,6 +33,8 @@ class ActiveStream:
     cached_prompt_tokens: int = 0
     draft_tokens_accepted: int = 0
     first_token_at: float | None = None
+    # Made when the scheduler admits the request (stats report the wait as queue_time).
+    admitted_at: float = field(default_factory=time.perf_counter)
     text: list[str] = field(default_factory=list)
     # Set from request threads (cancel, unload); acted on by the engine thread.
     cancel_reason: str | None = None
@@ -85,6 +87,7 @@ class ActiveStream:
             cached_prompt_tokens=self.cached_prompt_tokens,
             draft_tokens_accepted=self.draft_tokens_accepted,
             guidance_valid=guidance_valid,
+            queue_time=self.admitted_at - request.submitted_at,
         )
         out.append(("stream.stats", stats))
         event: msgspec.Struct

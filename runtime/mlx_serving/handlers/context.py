@@ -11,6 +11,7 @@ from ..config import Settings
 from ..engine import Engine
 from ..native_bridge.blas import BlasStatus
 from ..native_bridge.metrics import collector_status
+from ..telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class RuntimeContext:
     # Sends notifications (method, params) that belong to no stream, e.g. runtime.progress.
     notify: Callable[[list[tuple[str, msgspec.Struct]]], None] = lambda _: None
     native: NativeStatus = field(default_factory=NativeStatus)
+    telemetry: Telemetry = field(default_factory=Telemetry)
     restart_count: int = 0
     # Method names and feature flags advertised by runtime/info.
     capabilities: list[str] = field(default_factory=list)

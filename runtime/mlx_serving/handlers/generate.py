@@ -25,12 +25,22 @@ from .context import RuntimeContext
 
 def generate_methods(context: RuntimeContext) -> dict[str, Method]:
     engine = context.engine
+    telemetry = context.telemetry
+
+    def start(request: StreamRequest) -> None:
+        telemetry.stream_started(
+            request.stream_id,
+            request.model.model_id,
+            len(request.prompt_tokens),
+            request.max_tokens,
+        )
+        engine.start(request)
 
     def generate(params: GenerateParams) -> Deferred:
         request = engine.prepare_stream(params)
         return Deferred(
             GenerateResult(stream_id=request.stream_id, started_at=time.time()),
-            after_sent=lambda: engine.start(request),
+            after_sent=lambda: start(request),
             on_dropped=lambda: engine.release(request.stream_id),
         )
 
@@ -60,7 +70,7 @@ def generate_methods(context: RuntimeContext) -> dict[str, Method]:
 
         def start_all() -> None:
             for request in started:
-                engine.start(request)
+                start(request)
 
         def release_all() -> None:
             for request in started:

@@ -1,4 +1,5 @@
-"""runtime/info, runtime/state, shutdown, and the methods later issues will serve."""
+"""runtime/info, runtime/state, runtime/metrics, shutdown, and the methods later issues
+will serve."""
 
 from __future__ import annotations
 
@@ -20,14 +21,13 @@ from ..protocol.methods import (
     RuntimeState,
     Success,
 )
+from ..protocol.metrics import GaugeFamily, RuntimeMetrics
+from ..telemetry.registry import gauge, labelled_gauge
 from .context import RuntimeContext
 
 # Methods that exist in the protocol but are not served by this build yet: they answer a
 # clear error and are not advertised in capabilities.
-NOT_YET_SERVED = (
-    "runtime/telemetry",
-    "runtime/metrics",
-)
+NOT_YET_SERVED = ("runtime/telemetry",)
 
 
 def _version(package: str) -> str:
@@ -57,6 +57,70 @@ def _backend() -> str:
     if mx.default_device() == mx.cpu:
         return "cpu"
     return "metal" if sys.platform == "darwin" else "cuda"
+
+
+def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
+    """What the engine holds right now; the telemetry adds its own gauges."""
+    import mlx.core as mx
+
+    engine = context.engine
+    memory = _memory()
+    caches = sorted(engine.scheduler.prompt_cache_stats().items())
+
+    def per_model(key: str) -> list[tuple[str, float]]:
+        return [(model_id, stats[key]) for model_id, stats in caches]
+
+    return [
+        gauge(
+            "mlx_serving_active_streams",
+            "Streams accepted and not yet ended (queued ones included).",
+            engine.scheduler.active_count,
+        ),
+        gauge("mlx_serving_loaded_models", "Models resident in the runtime.", len(engine.models)),
+        gauge("mlx_serving_resident_memory_bytes", "Resident set size of the process.", memory.rss),
+        gauge(
+            "mlx_serving_virtual_memory_bytes", "Virtual memory size of the process.", memory.vms
+        ),
+        gauge(
+            "mlx_serving_mlx_active_memory_bytes",
+            "Memory MLX holds in arrays on its device (0 on the CPU backend).",
+            mx.get_active_memory(),
+        ),
+        gauge(
+            "mlx_serving_mlx_peak_memory_bytes",
+            "Most memory MLX has held at once (0 on the CPU backend).",
+            mx.get_peak_memory(),
+        ),
+        gauge(
+            "mlx_serving_mlx_cache_memory_bytes",
+            "Memory MLX keeps cached for reuse (0 on the CPU backend).",
+            mx.get_cache_memory(),
+        ),
+        labelled_gauge(
+            "mlx_serving_prompt_cache_bytes",
+            "Bytes of KV cache kept for reuse, by model.",
+            "model_id",
+            per_model("bytes"),
+        ),
+        labelled_gauge(
+            "mlx_serving_prompt_cache_entries",
+            "Prompts whose KV cache is kept, by model.",
+            "model_id",
+            per_model("entries"),
+        ),
+        labelled_gauge(
+            "mlx_serving_prompt_cache_hits",
+            "Prompt cache lookups that reused a prefix, by model, since its batch began.",
+            "model_id",
+            per_model("hits"),
+        ),
+        labelled_gauge(
+            "mlx_serving_prompt_cache_misses",
+            "Prompt cache lookups that found nothing, by model, since its batch began.",
+            "model_id",
+            per_model("misses"),
+        ),
+    ]
 
 
 def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
@@ -99,6 +163,9 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
             restart_count=context.restart_count,
         )
 
+    def metrics(_: Empty) -> RuntimeMetrics:
+        return context.telemetry.snapshot(_engine_gauges(context))
+
     def shutdown(_: Empty) -> Deferred:
         return Deferred(Success(), after_sent=context.request_shutdown)
 
@@ -113,5 +180,8 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
         "runtime/state": Method(Empty, state, inline=True),
         "shutdown": Method(Empty, shutdown, inline=True),
     }
+    # Without telemetry the method is not served (-32601) and not advertised.
+    if context.telemetry.enabled:
+        methods["runtime/metrics"] = Method(Empty, metrics, inline=True)
     methods.update({name: not_yet(name) for name in NOT_YET_SERVED})
     return methods

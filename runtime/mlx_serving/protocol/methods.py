@@ -12,6 +12,7 @@ import msgspec
 from msgspec import Meta
 
 from ..config import Settings
+from .metrics import RuntimeMetrics
 
 UNSET = msgspec.UNSET
 
@@ -335,7 +336,7 @@ METHODS: dict[str, MethodSpec] = {
     "runtime/info": MethodSpec(Empty, RuntimeInfo),
     "runtime/state": MethodSpec(Empty, RuntimeState),
     "runtime/telemetry": MethodSpec(Empty, NotServed),
-    "runtime/metrics": MethodSpec(Empty, NotServed, "new"),
+    "runtime/metrics": MethodSpec(Empty, RuntimeMetrics, "new"),
     "shutdown": MethodSpec(Empty, Success),
     "load_model": MethodSpec(LoadModelParams, LoadModelResult),
     "unload_model": MethodSpec(UnloadModelParams, Success),

@@ -1,4 +1,4 @@
-"""Notifications the runtime sends without being asked: stream output and progress."""
+"""Notifications the runtime sends without being asked: stream output, progress, events."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ class StreamStats(msgspec.Struct, kw_only=True):
     cached_prompt_tokens: int = 0
     draft_tokens_accepted: int = 0
     guidance_valid: bool | None = None
+    # From the request to its admission into the model's batch (before its first prefill).
+    queue_time: float = 0.0
 
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -69,6 +71,9 @@ class StreamFailed(msgspec.Struct, kw_only=True, tag="error", tag_field="event")
 StreamEvent = StreamCompleted | StreamFailed
 
 
+LoadStage = Literal["resolving", "converting_gguf", "loading_weights", "ready"]
+
+
 class RuntimeProgress(msgspec.Struct, kw_only=True):
     """`runtime.progress`: how far a long task (load, download) has come."""
 
@@ -77,6 +82,77 @@ class RuntimeProgress(msgspec.Struct, kw_only=True):
     done: int
     total: int
     unit: str
+    # Loads count stages (unit "stages"): the one just begun, done = its index; the last,
+    # "ready", has done == total and comes before the load_model answer.
+    stage: LoadStage | msgspec.UnsetType = UNSET
+
+
+class _Event(msgspec.Struct, kw_only=True, tag_field="event"):
+    # Unix time, seconds.
+    timestamp: float
+
+
+class ModelLoadedEvent(_Event, tag="model_loaded"):
+    model_id: str
+    load_time: float
+    context_length: int
+    parameter_count: int
+    dtype: str
+    draft: bool
+
+
+class ModelUnloadedEvent(_Event, tag="model_unloaded"):
+    model_id: str
+    # "replaced": load_model loaded the same model_id again.
+    reason: Literal["unloaded", "replaced"]
+
+
+class GenerationStartedEvent(_Event, tag="generation_started"):
+    stream_id: str
+    model_id: str
+    prompt_tokens: int
+    max_tokens: int
+
+
+class GenerationCompletedEvent(_Event, tag="generation_completed"):
+    """After the stream's final `stream.event` of kind completed (cancelled included)."""
+
+    stream_id: str
+    model_id: str
+    finish_reason: FinishReason
+    tokens_generated: int
+    time_to_first_token: float
+    total_time: float
+
+
+class RuntimeErrorEvent(_Event, tag="error"):
+    """A failed stream (after its final event), a failed model load, or an internal error
+    of a request. Mistakes of the caller (-32600 … -32602, -32005) are not events."""
+
+    code: int
+    message: str
+    method: str | None = None
+    model_id: str | None = None
+    stream_id: str | None = None
+
+
+class RuntimeStatusEvent(_Event, tag="runtime_status"):
+    """The runtime's own state changes: "stopping" when shutdown begins, before its
+    streams are ended."""
+
+    status: Literal["stopping"]
+    active_streams: int
+    loaded_models: int
+
+
+RuntimeEvent = (
+    ModelLoadedEvent
+    | ModelUnloadedEvent
+    | GenerationStartedEvent
+    | GenerationCompletedEvent
+    | RuntimeErrorEvent
+    | RuntimeStatusEvent
+)
 
 
 # Notification method → the shapes its params take (a chunk comes single or batched).
@@ -85,4 +161,5 @@ NOTIFICATIONS: dict[str, list[Any]] = {
     "stream.stats": [StreamStats],
     "stream.event": [StreamEvent],
     "runtime.progress": [RuntimeProgress],
+    "runtime.event": [RuntimeEvent],
 }

@@ -80,19 +80,52 @@ def jsonrpc_conformance() -> list[Step]:
     ]
 
 
+def _notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+def _load_progress(model_id: str, stage: str, done: int, total: int) -> dict[str, Any]:
+    return _notification(
+        "runtime.progress",
+        {
+            "task": "load",
+            "model_id": model_id,
+            "done": done,
+            "total": total,
+            "unit": "stages",
+            "stage": stage,
+        },
+    )
+
+
+def _event(event: str, **fields: Any) -> dict[str, Any]:
+    return _notification("runtime.event", {"event": event, "timestamp": "<number>", **fields})
+
+
 def generate_stream() -> list[Step]:
-    """Load a model, stream four greedy tokens, tokenize, cancel an ended stream, unload."""
-    chunk = {
-        "jsonrpc": "2.0",
-        "method": "stream.chunk",
-        "params": {"stream_id": "s1", "token": "<string>", "token_id": "<int>"},
-    }
+    """Load a model, stream four greedy tokens, tokenize, cancel an ended stream, unload;
+    with the load's progress and the runtime.event notifications (telemetry.events)."""
+    chunk = _notification(
+        "stream.chunk", {"stream_id": "s1", "token": "<string>", "token_id": "<int>"}
+    )
     return [
         {
             "send": _request(
                 "load_model", "load", {"model_id": "tiny", "local_path": "$MODEL_DIR"}
             ),
             "expect": [
+                _load_progress("tiny", "resolving", 0, 2),
+                _load_progress("tiny", "loading_weights", 1, 2),
+                _load_progress("tiny", "ready", 2, 2),
+                _event(
+                    "model_loaded",
+                    model_id="tiny",
+                    load_time="<number>",
+                    context_length="<int>",
+                    parameter_count="<int>",
+                    dtype="float32",
+                    draft=False,
+                ),
                 {
                     "jsonrpc": "2.0",
                     "id": "load",
@@ -106,7 +139,7 @@ def generate_stream() -> list[Step]:
                         "cached_path": "<string>",
                         "draft": False,
                     },
-                }
+                },
             ],
         },
         {
@@ -127,6 +160,13 @@ def generate_stream() -> list[Step]:
                     "id": "gen",
                     "result": {"stream_id": "s1", "started_at": "<number>"},
                 },
+                _event(
+                    "generation_started",
+                    stream_id="s1",
+                    model_id="tiny",
+                    prompt_tokens="<int>",
+                    max_tokens=4,
+                ),
                 chunk,
                 chunk,
                 chunk,
@@ -144,6 +184,7 @@ def generate_stream() -> list[Step]:
                         "cached_prompt_tokens": 0,
                         "draft_tokens_accepted": 0,
                         "guidance_valid": None,
+                        "queue_time": "<number>",
                     },
                 },
                 {
@@ -156,6 +197,15 @@ def generate_stream() -> list[Step]:
                         "is_final": True,
                     },
                 },
+                _event(
+                    "generation_completed",
+                    stream_id="s1",
+                    model_id="tiny",
+                    finish_reason="length",
+                    tokens_generated=4,
+                    time_to_first_token="<number>",
+                    total_time="<number>",
+                ),
             ],
         },
         {
@@ -210,7 +260,10 @@ def generate_stream() -> list[Step]:
         },
         {
             "send": _request("unload_model", "u", {"model_id": "tiny"}),
-            "expect": [{"jsonrpc": "2.0", "id": "u", "result": {"success": True}}],
+            "expect": [
+                _event("model_unloaded", model_id="tiny", reason="unloaded"),
+                {"jsonrpc": "2.0", "id": "u", "result": {"success": True}},
+            ],
         },
     ]
 

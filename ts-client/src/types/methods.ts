@@ -31,7 +31,7 @@ export interface MethodSchemas {
   "runtime/info.params": Empty;
   "runtime/info.result": RuntimeInfo;
   "runtime/metrics.params": Empty;
-  "runtime/metrics.result": NotServed;
+  "runtime/metrics.result": RuntimeMetrics;
   "runtime/state.params": Empty;
   "runtime/state.result": RuntimeState;
   "runtime/telemetry.params": Empty;
@@ -582,12 +582,82 @@ export interface MemoryInfo {
   vms: number;
 }
 /**
- * Placeholder result of methods the protocol names but this build does not serve.
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "RuntimeMetrics".
+ */
+export interface RuntimeMetrics {
+  collector: "native" | "python";
+  counters: CounterFamily[];
+  gauges: GaugeFamily[];
+  histograms: HistogramFamily[];
+}
+/**
+ * Monotonic totals since the runtime started; the name ends in `_total`.
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
- * via the `definition` "NotServed".
+ * via the `definition` "CounterFamily".
  */
-export interface NotServed {}
+export interface CounterFamily {
+  help: string;
+  name: string;
+  samples: MetricSample[];
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "MetricSample".
+ */
+export interface MetricSample {
+  labels?: {
+    [k: string]: string | undefined;
+  };
+  value: number;
+}
+/**
+ * Values read when the metrics were asked for.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "GaugeFamily".
+ */
+export interface GaugeFamily {
+  help: string;
+  name: string;
+  samples: MetricSample[];
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "HistogramFamily".
+ */
+export interface HistogramFamily {
+  help: string;
+  name: string;
+  samples: HistogramSample[];
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "HistogramSample".
+ */
+export interface HistogramSample {
+  buckets: HistogramBucket[];
+  count: number;
+  labels?: {
+    [k: string]: string | undefined;
+  };
+  p50: number | null;
+  p90: number | null;
+  p99: number | null;
+  sum: number;
+}
+/**
+ * `cumulative` observations were at most `le` (one exactly on a bound counts in the
+ *     bucket above: the collector's buckets are half-open); the last `le` is "+Inf".
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "HistogramBucket".
+ */
+export interface HistogramBucket {
+  cumulative: number;
+  le: number | "+Inf";
+}
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "RuntimeState".
@@ -606,6 +676,13 @@ export interface LoadedModelState {
   state: "ready";
   type: "text" | "vision";
 }
+/**
+ * Placeholder result of methods the protocol names but this build does not serve.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "NotServed".
+ */
+export interface NotServed {}
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "Success".

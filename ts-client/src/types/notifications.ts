@@ -4,10 +4,99 @@
  * Every entry of protocol/schemas/notifications.json `properties`.
  */
 export interface NotificationSchemas {
+  "runtime.event":
+    | ModelLoadedEvent
+    | ModelUnloadedEvent
+    | GenerationStartedEvent
+    | GenerationCompletedEvent
+    | RuntimeErrorEvent
+    | RuntimeStatusEvent;
   "runtime.progress": RuntimeProgress;
   "stream.chunk": StreamChunk | StreamChunkBatch;
   "stream.event": StreamCompleted | StreamFailed;
   "stream.stats": StreamStats;
+}
+/**
+ * This interface was referenced by `NotificationSchemas`'s JSON-Schema
+ * via the `definition` "ModelLoadedEvent".
+ */
+export interface ModelLoadedEvent {
+  context_length: number;
+  draft: boolean;
+  dtype: string;
+  event: "model_loaded";
+  load_time: number;
+  model_id: string;
+  parameter_count: number;
+  timestamp: number;
+}
+/**
+ * This interface was referenced by `NotificationSchemas`'s JSON-Schema
+ * via the `definition` "ModelUnloadedEvent".
+ */
+export interface ModelUnloadedEvent {
+  event: "model_unloaded";
+  model_id: string;
+  reason: "replaced" | "unloaded";
+  timestamp: number;
+}
+/**
+ * This interface was referenced by `NotificationSchemas`'s JSON-Schema
+ * via the `definition` "GenerationStartedEvent".
+ */
+export interface GenerationStartedEvent {
+  event: "generation_started";
+  max_tokens: number;
+  model_id: string;
+  prompt_tokens: number;
+  stream_id: string;
+  timestamp: number;
+}
+/**
+ * After the stream's final `stream.event` of kind completed (cancelled included).
+ *
+ * This interface was referenced by `NotificationSchemas`'s JSON-Schema
+ * via the `definition` "GenerationCompletedEvent".
+ */
+export interface GenerationCompletedEvent {
+  event: "generation_completed";
+  finish_reason: "cancelled" | "length" | "stop";
+  model_id: string;
+  stream_id: string;
+  time_to_first_token: number;
+  timestamp: number;
+  tokens_generated: number;
+  total_time: number;
+}
+/**
+ * A failed stream (after its final event), a failed model load, or an internal error
+ *     of a request. Mistakes of the caller (-32600 … -32602, -32005) are not events.
+ *
+ * This interface was referenced by `NotificationSchemas`'s JSON-Schema
+ * via the `definition` "RuntimeErrorEvent".
+ */
+export interface RuntimeErrorEvent {
+  code: number;
+  event: "error";
+  message: string;
+  method?: string | null;
+  model_id?: string | null;
+  stream_id?: string | null;
+  timestamp: number;
+}
+/**
+ * The runtime's own state changes: "stopping" when shutdown begins, before its
+ *     streams are ended.
+ *
+ * This interface was referenced by `NotificationSchemas`'s JSON-Schema
+ * via the `definition` "RuntimeStatusEvent".
+ */
+export interface RuntimeStatusEvent {
+  active_streams: number;
+  event: "runtime_status";
+  loaded_models: number;
+  status: "stopping";
+  timestamp: number;
 }
 /**
  * `runtime.progress`: how far a long task (load, download) has come.
@@ -18,6 +107,7 @@ export interface NotificationSchemas {
 export interface RuntimeProgress {
   done: number;
   model_id: string;
+  stage?: "converting_gguf" | "loading_weights" | "ready" | "resolving";
   task: "download" | "load";
   total: number;
   unit: string;
@@ -90,6 +180,7 @@ export interface StreamStats {
   draft_tokens_accepted?: number;
   guidance_valid?: boolean | null;
   prompt_tokens: number;
+  queue_time?: number;
   stream_id: string;
   time_to_first_token: number;
   tokens_generated: number;
@@ -100,6 +191,7 @@ export interface StreamStats {
 export type NotificationMethod = keyof NotificationSchemas;
 export type NotificationParams<N extends NotificationMethod> = NotificationSchemas[N];
 export const NOTIFICATION_METHODS = [
+  "runtime.event",
   "runtime.progress",
   "stream.chunk",
   "stream.event",

@@ -463,6 +463,30 @@ export const methodsSchema: SchemaDocument = {
       "title": "CheckDraftResult",
       "type": "object"
     },
+    "CounterFamily": {
+      "description": "Monotonic totals since the runtime started; the name ends in `_total`.",
+      "properties": {
+        "help": {
+          "type": "string"
+        },
+        "name": {
+          "type": "string"
+        },
+        "samples": {
+          "items": {
+            "$ref": "#/$defs/MetricSample"
+          },
+          "type": "array"
+        }
+      },
+      "required": [
+        "name",
+        "help",
+        "samples"
+      ],
+      "title": "CounterFamily",
+      "type": "object"
+    },
     "DetokenizeParams": {
       "properties": {
         "model_id": {
@@ -693,6 +717,30 @@ export const methodsSchema: SchemaDocument = {
       "properties": {},
       "required": [],
       "title": "Empty",
+      "type": "object"
+    },
+    "GaugeFamily": {
+      "description": "Values read when the metrics were asked for.",
+      "properties": {
+        "help": {
+          "type": "string"
+        },
+        "name": {
+          "type": "string"
+        },
+        "samples": {
+          "items": {
+            "$ref": "#/$defs/MetricSample"
+          },
+          "type": "array"
+        }
+      },
+      "required": [
+        "name",
+        "help",
+        "samples"
+      ],
+      "title": "GaugeFamily",
       "type": "object"
     },
     "GenerateParams": {
@@ -1206,6 +1254,118 @@ export const methodsSchema: SchemaDocument = {
       "title": "GrammarGuidance",
       "type": "object"
     },
+    "HistogramBucket": {
+      "description": "`cumulative` observations were at most `le` (one exactly on a bound counts in the\n    bucket above: the collector's buckets are half-open); the last `le` is \"+Inf\".",
+      "properties": {
+        "cumulative": {
+          "type": "integer"
+        },
+        "le": {
+          "anyOf": [
+            {
+              "type": "number"
+            },
+            {
+              "enum": [
+                "+Inf"
+              ]
+            }
+          ]
+        }
+      },
+      "required": [
+        "le",
+        "cumulative"
+      ],
+      "title": "HistogramBucket",
+      "type": "object"
+    },
+    "HistogramFamily": {
+      "properties": {
+        "help": {
+          "type": "string"
+        },
+        "name": {
+          "type": "string"
+        },
+        "samples": {
+          "items": {
+            "$ref": "#/$defs/HistogramSample"
+          },
+          "type": "array"
+        }
+      },
+      "required": [
+        "name",
+        "help",
+        "samples"
+      ],
+      "title": "HistogramFamily",
+      "type": "object"
+    },
+    "HistogramSample": {
+      "properties": {
+        "buckets": {
+          "items": {
+            "$ref": "#/$defs/HistogramBucket"
+          },
+          "type": "array"
+        },
+        "count": {
+          "type": "integer"
+        },
+        "labels": {
+          "additionalProperties": {
+            "type": "string"
+          },
+          "default": {},
+          "type": "object"
+        },
+        "p50": {
+          "anyOf": [
+            {
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ]
+        },
+        "p90": {
+          "anyOf": [
+            {
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ]
+        },
+        "p99": {
+          "anyOf": [
+            {
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ]
+        },
+        "sum": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "count",
+        "sum",
+        "p50",
+        "p90",
+        "p99",
+        "buckets"
+      ],
+      "title": "HistogramSample",
+      "type": "object"
+    },
     "ImagePart": {
       "properties": {
         "image": {
@@ -1568,6 +1728,25 @@ export const methodsSchema: SchemaDocument = {
       "title": "MemoryInfo",
       "type": "object"
     },
+    "MetricSample": {
+      "properties": {
+        "labels": {
+          "additionalProperties": {
+            "type": "string"
+          },
+          "default": {},
+          "type": "object"
+        },
+        "value": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "value"
+      ],
+      "title": "MetricSample",
+      "type": "object"
+    },
     "ModelsConfig": {
       "additionalProperties": false,
       "description": "`models`: defaults of load_model and bounds on what is resident.",
@@ -1724,6 +1903,42 @@ export const methodsSchema: SchemaDocument = {
         "config"
       ],
       "title": "RuntimeInfo",
+      "type": "object"
+    },
+    "RuntimeMetrics": {
+      "properties": {
+        "collector": {
+          "enum": [
+            "native",
+            "python"
+          ]
+        },
+        "counters": {
+          "items": {
+            "$ref": "#/$defs/CounterFamily"
+          },
+          "type": "array"
+        },
+        "gauges": {
+          "items": {
+            "$ref": "#/$defs/GaugeFamily"
+          },
+          "type": "array"
+        },
+        "histograms": {
+          "items": {
+            "$ref": "#/$defs/HistogramFamily"
+          },
+          "type": "array"
+        }
+      },
+      "required": [
+        "counters",
+        "gauges",
+        "histograms",
+        "collector"
+      ],
+      "title": "RuntimeMetrics",
       "type": "object"
     },
     "RuntimeState": {
@@ -2180,7 +2395,7 @@ export const methodsSchema: SchemaDocument = {
       "$ref": "#/$defs/Empty"
     },
     "runtime/metrics.result": {
-      "$ref": "#/$defs/NotServed"
+      "$ref": "#/$defs/RuntimeMetrics"
     },
     "runtime/state.params": {
       "$ref": "#/$defs/Empty"
@@ -2217,6 +2432,218 @@ export const methodsSchema: SchemaDocument = {
 };
 export const notificationsSchema: SchemaDocument = {
   "$defs": {
+    "GenerationCompletedEvent": {
+      "description": "After the stream's final `stream.event` of kind completed (cancelled included).",
+      "properties": {
+        "event": {
+          "enum": [
+            "generation_completed"
+          ]
+        },
+        "finish_reason": {
+          "enum": [
+            "cancelled",
+            "length",
+            "stop"
+          ]
+        },
+        "model_id": {
+          "type": "string"
+        },
+        "stream_id": {
+          "type": "string"
+        },
+        "time_to_first_token": {
+          "type": "number"
+        },
+        "timestamp": {
+          "type": "number"
+        },
+        "tokens_generated": {
+          "type": "integer"
+        },
+        "total_time": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "event",
+        "stream_id",
+        "model_id",
+        "finish_reason",
+        "tokens_generated",
+        "time_to_first_token",
+        "total_time",
+        "timestamp"
+      ],
+      "title": "GenerationCompletedEvent",
+      "type": "object"
+    },
+    "GenerationStartedEvent": {
+      "properties": {
+        "event": {
+          "enum": [
+            "generation_started"
+          ]
+        },
+        "max_tokens": {
+          "type": "integer"
+        },
+        "model_id": {
+          "type": "string"
+        },
+        "prompt_tokens": {
+          "type": "integer"
+        },
+        "stream_id": {
+          "type": "string"
+        },
+        "timestamp": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "event",
+        "stream_id",
+        "model_id",
+        "prompt_tokens",
+        "max_tokens",
+        "timestamp"
+      ],
+      "title": "GenerationStartedEvent",
+      "type": "object"
+    },
+    "ModelLoadedEvent": {
+      "properties": {
+        "context_length": {
+          "type": "integer"
+        },
+        "draft": {
+          "type": "boolean"
+        },
+        "dtype": {
+          "type": "string"
+        },
+        "event": {
+          "enum": [
+            "model_loaded"
+          ]
+        },
+        "load_time": {
+          "type": "number"
+        },
+        "model_id": {
+          "type": "string"
+        },
+        "parameter_count": {
+          "type": "integer"
+        },
+        "timestamp": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "event",
+        "model_id",
+        "load_time",
+        "context_length",
+        "parameter_count",
+        "dtype",
+        "draft",
+        "timestamp"
+      ],
+      "title": "ModelLoadedEvent",
+      "type": "object"
+    },
+    "ModelUnloadedEvent": {
+      "properties": {
+        "event": {
+          "enum": [
+            "model_unloaded"
+          ]
+        },
+        "model_id": {
+          "type": "string"
+        },
+        "reason": {
+          "enum": [
+            "replaced",
+            "unloaded"
+          ]
+        },
+        "timestamp": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "event",
+        "model_id",
+        "reason",
+        "timestamp"
+      ],
+      "title": "ModelUnloadedEvent",
+      "type": "object"
+    },
+    "RuntimeErrorEvent": {
+      "description": "A failed stream (after its final event), a failed model load, or an internal error\n    of a request. Mistakes of the caller (-32600 … -32602, -32005) are not events.",
+      "properties": {
+        "code": {
+          "type": "integer"
+        },
+        "event": {
+          "enum": [
+            "error"
+          ]
+        },
+        "message": {
+          "type": "string"
+        },
+        "method": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "model_id": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "stream_id": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "timestamp": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "event",
+        "code",
+        "message",
+        "timestamp"
+      ],
+      "title": "RuntimeErrorEvent",
+      "type": "object"
+    },
     "RuntimeProgress": {
       "description": "`runtime.progress`: how far a long task (load, download) has come.",
       "properties": {
@@ -2225,6 +2652,14 @@ export const notificationsSchema: SchemaDocument = {
         },
         "model_id": {
           "type": "string"
+        },
+        "stage": {
+          "enum": [
+            "converting_gguf",
+            "loading_weights",
+            "ready",
+            "resolving"
+          ]
         },
         "task": {
           "enum": [
@@ -2247,6 +2682,39 @@ export const notificationsSchema: SchemaDocument = {
         "unit"
       ],
       "title": "RuntimeProgress",
+      "type": "object"
+    },
+    "RuntimeStatusEvent": {
+      "description": "The runtime's own state changes: \"stopping\" when shutdown begins, before its\n    streams are ended.",
+      "properties": {
+        "active_streams": {
+          "type": "integer"
+        },
+        "event": {
+          "enum": [
+            "runtime_status"
+          ]
+        },
+        "loaded_models": {
+          "type": "integer"
+        },
+        "status": {
+          "enum": [
+            "stopping"
+          ]
+        },
+        "timestamp": {
+          "type": "number"
+        }
+      },
+      "required": [
+        "event",
+        "status",
+        "active_streams",
+        "loaded_models",
+        "timestamp"
+      ],
+      "title": "RuntimeStatusEvent",
       "type": "object"
     },
     "StreamChunk": {
@@ -2406,6 +2874,10 @@ export const notificationsSchema: SchemaDocument = {
         "prompt_tokens": {
           "type": "integer"
         },
+        "queue_time": {
+          "default": 0,
+          "type": "number"
+        },
         "stream_id": {
           "type": "string"
         },
@@ -2456,6 +2928,39 @@ export const notificationsSchema: SchemaDocument = {
   },
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "properties": {
+    "runtime.event": {
+      "anyOf": [
+        {
+          "$ref": "#/$defs/ModelLoadedEvent"
+        },
+        {
+          "$ref": "#/$defs/ModelUnloadedEvent"
+        },
+        {
+          "$ref": "#/$defs/GenerationStartedEvent"
+        },
+        {
+          "$ref": "#/$defs/GenerationCompletedEvent"
+        },
+        {
+          "$ref": "#/$defs/RuntimeErrorEvent"
+        },
+        {
+          "$ref": "#/$defs/RuntimeStatusEvent"
+        }
+      ],
+      "discriminator": {
+        "mapping": {
+          "error": "#/$defs/RuntimeErrorEvent",
+          "generation_completed": "#/$defs/GenerationCompletedEvent",
+          "generation_started": "#/$defs/GenerationStartedEvent",
+          "model_loaded": "#/$defs/ModelLoadedEvent",
+          "model_unloaded": "#/$defs/ModelUnloadedEvent",
+          "runtime_status": "#/$defs/RuntimeStatusEvent"
+        },
+        "propertyName": "event"
+      }
+    },
     "runtime.progress": {
       "$ref": "#/$defs/RuntimeProgress"
     },
