@@ -18,6 +18,7 @@ import {
 import { Generation, type FinishReason, type GenerationChunk, type StatsChunk, type StreamControl } from './generator.js';
 import { runtimeProcessSpec, type LaunchOptions } from './launch.js';
 import { ClientLogger, consoleLogger, type Logger } from './logger.js';
+import type { RuntimeEvent } from './metrics.js';
 import type { RequestOptions, RpcConnection } from './rpc.js';
 import { DEFAULT_RESTART_POLICY, Supervisor, type RestartPolicy, type RuntimeStatus } from './supervisor.js';
 import { DEFAULT_MAX_LINE_BYTES } from './transport.js';
@@ -31,6 +32,7 @@ import type {
   MethodParams,
   MethodResult,
   RuntimeInfo,
+  RuntimeMetrics,
   RuntimeProgress,
   RuntimeState,
   StreamChunk,
@@ -107,6 +109,9 @@ export interface EngineEvents {
   generationFailed: [event: { streamId: string; modelId: string; error: unknown }];
   runtimeStatus: [status: RuntimeStatus];
   progress: [progress: RuntimeProgress];
+  /** The runtime's own `runtime.event` notifications (model loaded/unloaded, generation
+   * started/completed, error, runtime status), as sent; the events above are the client's. */
+  runtimeEvent: [event: RuntimeEvent];
   /** Failures that belong to no call: runtime crashes, protocol violations, failed reloads.
    * Without a listener they are logged instead (an unhandled 'error' would throw). */
   error: [error: Error];
@@ -209,6 +214,11 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   runtimeState(options?: CallOptions): Promise<RuntimeState> {
     return this.request('runtime/state', undefined, options);
+  }
+
+  /** Counters, gauges and latency histograms of the runtime; `toPrometheus` renders them. */
+  metrics(options?: CallOptions): Promise<RuntimeMetrics> {
+    return this.request('runtime/metrics', undefined, options);
   }
 
   async loadModel(params: LoadModelParams, options: CallOptions = {}): Promise<LoadModelResult> {
@@ -389,6 +399,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       case 'runtime.progress':
         this.emit('progress', params as RuntimeProgress);
+        return;
+      case 'runtime.event':
+        this.emit('runtimeEvent', params as RuntimeEvent);
         return;
       default:
         this.logger.debug(`unhandled notification ${method}`);

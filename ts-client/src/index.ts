@@ -9,6 +9,8 @@ export type {
   StructuredOutput,
 } from './engine.js';
 export { Generation } from './generator.js';
+export { PROMETHEUS_CONTENT_TYPE, toPrometheus } from './metrics.js';
+export type { PrometheusOptions, RuntimeEvent } from './metrics.js';
 export type { FinishReason, GenerationChunk, StatsChunk, TokenChunk } from './generator.js';
 export {
   CircuitOpenError,
