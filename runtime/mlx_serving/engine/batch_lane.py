@@ -40,8 +40,13 @@ class BatchLane:
         *,
         max_batch_size: int,
         prefill_chunk_tokens: int,
+        solo: bool = True,
     ) -> None:
+        """`solo`: a stream alone decodes through SoloDecoder. A distributed runtime turns
+        it off: its sharded models deadlock there (pipeline stages evaluate one step's
+        collectives in different orders), and BatchGenerator is mlx-lm's own sharded path."""
         self.prompt_cache = prompt_cache
+        self._solo_allowed = solo
         self._model = model
         self._prefill_chunk_tokens = prefill_chunk_tokens
         self._solo: SoloDecoder | None = None
@@ -61,7 +66,7 @@ class BatchLane:
         """Queue a stream for prefill; returns how many prompt tokens came from the cache."""
         lookup = self.prompt_cache.fetch(request.prompt_tokens)
         stop_ids = eos_token_ids | set(request.stop_token_ids)
-        if not len(self):
+        if self._solo_allowed and not len(self):
             self._solo = SoloDecoder(
                 self._model, request, lookup, stop_ids, self._prefill_chunk_tokens
             )

@@ -5,6 +5,9 @@ for all of them and prefills one chunk of any waiting prompt. Streams with a dra
 run alone (`SpeculativeLane`) between batch steps. Request threads only queue work and set
 flags; all MLX work happens here. The notifications of one step go to the sink together,
 so the writer flushes them as one batch.
+
+The `_lane_*` and `_step_lane` hooks are where a distributed runtime keeps its other
+ranks in step (distributed/scheduler.py); here they do nothing more.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ class _ModelLane:
 
 
 class Scheduler:
+    # How long the engine thread sleeps with nothing to do; None: until woken.
+    _idle_wait: float | None = None
+
     def __init__(
         self, sink: StreamSink, max_active_streams: int, batch: SchedulerConfig | None = None
     ) -> None:
@@ -141,30 +147,46 @@ class Scheduler:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._admitted and not self._streams and not self._stopping:
-                    self._cond.wait()
+                while not self._has_work():
+                    if not self._cond.wait(self._idle_wait):
+                        break  # idle for _idle_wait: an iteration with nothing to admit
                 admitted, self._admitted = self._admitted, []
                 self._admitting = admitted
                 stopping = self._stopping
                 retired, self._retired_models = self._retired_models, set()
             out: list[Notification] = []
-            for request in admitted:
-                self._admit(request, out)
+            if self._iterate(admitted, stopping, retired, out):
+                return
+
+    def _has_work(self) -> bool:
+        return bool(self._admitted or self._streams or self._stopping)
+
+    def _iterate(
+        self,
+        admitted: list[StreamRequest],
+        stopping: bool,
+        retired: set[str],
+        out: list[Notification],
+    ) -> bool:
+        """One pass: admit, end what is flagged, step every batch, emit. True at the end."""
+        for request in admitted:
+            self._admit(request, out)
+        with self._cond:
+            self._admitting = []
+        self._end_flagged(stopping, out)
+        for model_id in retired:
+            self._drop_lane(model_id)
+        self._step_batches(out)
+        self._step_speculative(out)
+        if out:
+            self._sink.emit(out)
+        if stopping and not self._streams:
             with self._cond:
-                self._admitting = []
-            self._end_flagged(stopping, out)
-            for model_id in retired:
-                self._drop_lane(model_id)
-            self._step_batches(out)
-            self._step_speculative(out)
-            if out:
-                self._sink.emit(out)
-            if stopping and not self._streams:
-                with self._cond:
-                    if not self._admitted:
-                        for model_id in list(self._lanes):
-                            self._drop_lane(model_id)
-                        return
+                if not self._admitted:
+                    for model_id in list(self._lanes):
+                        self._drop_lane(model_id)
+                    return True
+        return False
 
     def _admit(self, request: StreamRequest, out: list[Notification]) -> None:
         stream = ActiveStream(
@@ -187,6 +209,7 @@ class Scheduler:
             else:
                 eos = set(request.model.tokenizer.eos_token_ids)
                 stream.cached_prompt_tokens = self._lane_for(request.model).admit(request, eos)
+                self._lane_admitted(request, stream.cached_prompt_tokens)
         except Exception as exc:
             log.exception("admitting stream %s failed", request.stream_id)
             stream.failure = f"generation failed: {type(exc).__name__}: {exc}"
@@ -197,15 +220,18 @@ class Scheduler:
             self._drop_lane(model.model_id)
             entry = None
         if entry is None:
-            settings = self._batch
-            lane = BatchLane(
-                model.model,
-                PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries),
-                max_batch_size=settings.max_batch_size,
-                prefill_chunk_tokens=settings.prefill_chunk_tokens,
-            )
-            entry = self._lanes[model.model_id] = _ModelLane(model, lane)
+            entry = self._lanes[model.model_id] = _ModelLane(model, self._new_lane(model))
+            self._lane_opened(model.model_id)
         return entry.lane
+
+    def _new_lane(self, model: LoadedModel) -> BatchLane:
+        settings = self._batch
+        return BatchLane(
+            model.model,
+            PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries),
+            max_batch_size=settings.max_batch_size,
+            prefill_chunk_tokens=settings.prefill_chunk_tokens,
+        )
 
     def _drop_lane(self, model_id: str) -> None:
         entry = self._lanes.get(model_id)
@@ -214,6 +240,7 @@ class Scheduler:
         with self._cond:
             del self._lanes[model_id]
         entry.lane.close()
+        self._lane_dropped(model_id)
 
     def _end_flagged(self, stopping: bool, out: list[Notification]) -> None:
         for stream in list(self._streams.values()):
@@ -229,7 +256,7 @@ class Scheduler:
             if not len(entry.lane):
                 continue
             try:
-                tokens = entry.lane.step()
+                tokens = self._step_lane(entry.lane)
             except Exception as exc:
                 log.exception("batch step failed for model %s", model_id)
                 self._fail_lane(model_id, f"generation failed: {type(exc).__name__}: {exc}", out)
@@ -289,6 +316,7 @@ class Scheduler:
             return
         try:
             entry.lane.remove(stream.stream_id)
+            self._lane_removed(model_id, stream.stream_id)
         except Exception as exc:
             log.exception("removing stream %s from its batch failed", stream.stream_id)
             reason = f"generation failed: {type(exc).__name__}: {exc}"
@@ -307,6 +335,23 @@ class Scheduler:
             stream = self._streams.get(stream_id)
             if stream is not None and stream_id != leaving:
                 self._end(stream, out, failure=reason, leave_lane=False)
+
+    # -- hooks: the lane changes and steps the other ranks of a group replay -------------
+
+    def _lane_opened(self, model_id: str) -> None:
+        pass
+
+    def _lane_admitted(self, request: StreamRequest, cached_tokens: int) -> None:
+        pass
+
+    def _lane_removed(self, model_id: str, stream_id: str) -> None:
+        pass
+
+    def _lane_dropped(self, model_id: str) -> None:
+        pass
+
+    def _step_lane(self, lane: BatchLane) -> list[LaneToken]:
+        return lane.step()
 
 
 def _drafts_with(stream: ActiveStream, model_id: str) -> bool:
