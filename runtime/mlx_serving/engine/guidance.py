@@ -102,6 +102,11 @@ class TokenMask:
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         matcher = self._matcher
+        # Start this step's forward pass now: it needs only the token already queued, so
+        # it runs while we wait for that token and compute the mask (which releases the
+        # GIL) instead of after them. On an H100 this gave +15% guided tok/s on a 150M
+        # model; on a 2-layer toy the extra launch costs about 7%.
+        mx.async_eval(logits)  # type: ignore[no-untyped-call]
         if self._started:
             # Reading the token waits for the previous step: the next mask depends on it.
             matcher.consume_token(cast(int, tokens[-1].item()))
@@ -169,6 +174,7 @@ class GuidanceCompiler:
                     hf_tokenizer,
                     # The mask must cover every logit; ids past the tokenizer stay masked.
                     n_vocab=max(vocab_size, len(hf_tokenizer)),
+                    # Every EOS id (a list needs llguidance >= 1.9), as the batch stops on.
                     eos_token=sorted(wrapper.eos_token_ids) or None,
                 )
             except Exception as exc:
