@@ -26,8 +26,10 @@ import type {
   DetokenizeParams,
   DetokenizeResult,
   GenerateParams,
+  GenerateWithImageParams,
   LoadModelParams,
   LoadModelResult,
+  LoadVisionModelResult,
   MethodName,
   MethodParams,
   MethodResult,
@@ -83,6 +85,10 @@ export interface StructuredOutput {
 /** `generate` params; `stream_id` is chosen by the client when left out. */
 export type GeneratorParams = GenerateParams & { structured?: StructuredOutput };
 
+/** `generate_with_image` params: generate's plus `image` / `images` (base64 or data URIs,
+ * see `imageDataUri`) and `raw_prompt`. */
+export type VisionGeneratorParams = GenerateWithImageParams;
+
 export interface GeneratorOptions {
   /** Aborting cancels the stream on the runtime; it then ends with finish reason `cancelled`.
    * An already aborted signal fails the call at once with the signal's reason. */
@@ -131,6 +137,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly streams = new Map<string, Generation>();
   /** Load params of the models this engine loaded, in load order, for reloads. */
   private readonly models = new Map<string, LoadModelParams>();
+  /** Which of them were loaded with load_vision_model. */
+  private readonly visionModels = new Set<string>();
   private readonly requestTimeoutMs: number;
   private readonly loadTimeoutMs: number;
   private readonly streamIdleTimeoutMs: number;
@@ -226,6 +234,18 @@ export class Engine extends EventEmitter<EngineEvents> {
     const result = await this.request('load_model', params, { timeoutMs: this.loadTimeoutMs, ...options });
     this.models.delete(params.model_id); // a reload moves it to the end of the load order
     this.models.set(params.model_id, params);
+    this.visionModels.delete(params.model_id);
+    this.emit('modelLoaded', result);
+    return result;
+  }
+
+  /** Loads a vision-language model through mlx-vlm (the runtime's `vision` extra). */
+  async loadVisionModel(params: LoadModelParams, options: CallOptions = {}): Promise<LoadVisionModelResult> {
+    this.checkParams('load_vision_model', params);
+    const result = await this.request('load_vision_model', params, { timeoutMs: this.loadTimeoutMs, ...options });
+    this.models.delete(params.model_id);
+    this.models.set(params.model_id, params);
+    this.visionModels.add(params.model_id);
     this.emit('modelLoaded', result);
     return result;
   }
@@ -235,6 +255,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.checkParams('unload_model', params);
     await this.request('unload_model', params, options);
     this.models.delete(modelId);
+    this.visionModels.delete(modelId);
     this.emit('modelUnloaded', { model_id: modelId, reason: 'unloaded' });
   }
 
@@ -255,12 +276,28 @@ export class Engine extends EventEmitter<EngineEvents> {
    * chunk; every failure (invalid params included) is thrown from the iteration.
    */
   createGenerator(params: GeneratorParams, options: GeneratorOptions = {}): Generation {
+    return this.openStream('generate', params, options);
+  }
+
+  /**
+   * Starts a generation on a vision model with images beside the prompt; iterate it like
+   * createGenerator's. (Images inside `messages` go through createGenerator as well.)
+   */
+  createVisionGenerator(params: VisionGeneratorParams, options: GeneratorOptions = {}): Generation {
+    return this.openStream('generate_with_image', params, options);
+  }
+
+  private openStream(
+    method: 'generate' | 'generate_with_image',
+    params: GeneratorParams | VisionGeneratorParams,
+    options: GeneratorOptions,
+  ): Generation {
     const streamId = params.stream_id ?? `ts-${randomUUID()}`;
     const generation = new Generation(streamId, params.model_id, this.control);
     let wire: GenerateParams;
     try {
       wire = toWireParams({ ...params, stream_id: streamId });
-      this.checkParams('generate', wire);
+      this.checkParams(method, wire);
       if (this.streams.has(streamId)) {
         throw new InvalidParamsError(
           `stream_id: stream '${streamId}' is already active`,
@@ -287,7 +324,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       stopIdleWatch();
       if (this.streams.get(streamId) === generation) this.streams.delete(streamId);
     });
-    this.request('generate', wire, { timeoutMs: options.timeoutMs ?? this.requestTimeoutMs }).then(
+    this.request(method, wire, { timeoutMs: options.timeoutMs ?? this.requestTimeoutMs }).then(
       () => {
         generation.acknowledge();
         this.emit('generationStarted', { streamId, modelId: params.model_id });
@@ -452,6 +489,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private forgetModels(): void {
     const lost = [...this.models.keys()];
     this.models.clear();
+    this.visionModels.clear();
     for (const modelId of lost) this.emit('modelUnloaded', { model_id: modelId, reason: 'runtime-exited' });
   }
 
@@ -460,7 +498,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (!this.reloadModels) return; // forgotten when the old runtime exited
     for (const [modelId, params] of [...this.models]) {
       try {
-        const result = await connection.request('load_model', params, { timeoutMs: this.loadTimeoutMs });
+        const options = { timeoutMs: this.loadTimeoutMs };
+        const result = this.visionModels.has(modelId)
+          ? await connection.request('load_vision_model', params, options)
+          : await connection.request('load_model', params, options);
         this.emit('modelLoaded', result);
       } catch (error) {
         if (connection.process.hasExited) throw error;

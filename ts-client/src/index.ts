@@ -7,6 +7,7 @@ export type {
   GeneratorOptions,
   GeneratorParams,
   StructuredOutput,
+  VisionGeneratorParams,
 } from './engine.js';
 export { Generation } from './generator.js';
 export { PROMETHEUS_CONTENT_TYPE, toPrometheus } from './metrics.js';
@@ -30,4 +31,5 @@ export { consoleLogger, silentLogger } from './logger.js';
 export type { Logger, LogLevel } from './logger.js';
 export type { RestartPolicy, RuntimeStatus } from './supervisor.js';
 export { ProtocolValidator, protocolValidator } from './validation.js';
+export { imageDataUri, imagePart } from './vision.js';
 export type * from './types/index.js';
