@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.reliability.stdio import send, start_runtime
+
 from mlx_serving.testing.client import RuntimeClient
 
 
@@ -122,22 +124,8 @@ STREAMS = 2
 
 
 def test_a_client_that_stops_reading_does_not_grow_runtime_memory(llama_dir: Path) -> None:
-    runtime = subprocess.Popen(
-        [sys.executable, "-m", "mlx_serving"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    runtime = start_runtime(llama_dir)
     assert runtime.stdin is not None and runtime.stdout is not None
-
-    def send(request_id: int, method: str, params: dict[str, object]) -> None:
-        frame = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        runtime.stdin.write(json.dumps(frame).encode() + b"\n")  # type: ignore[union-attr]
-        runtime.stdin.flush()  # type: ignore[union-attr]
-
-    send(0, "load_model", {"model_id": "m", "local_path": str(llama_dir)})
-    # load_model's runtime.progress and runtime.event notifications come first.
-    assert b'"result"' in next(line for line in runtime.stdout if b'"method"' not in line)
     baseline = _rss(runtime.pid)
     # cumulative text makes frames grow with the stream: O(n^2) bytes if nothing pushed back.
     params = {
@@ -150,7 +138,7 @@ def test_a_client_that_stops_reading_does_not_grow_runtime_memory(llama_dir: Pat
         "logit_bias": {"2": -100},
     }
     for i in range(STREAMS):
-        send(i + 1, "generate", {**params, "stream_id": f"bp{i}"})
+        send(runtime.stdin, i + 1, "generate", {**params, "stream_id": f"bp{i}"})
     # The client reads nothing meanwhile: generation must pause, memory must level off.
     time.sleep(6)
     paused = _rss(runtime.pid)

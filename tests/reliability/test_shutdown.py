@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from tests.reliability.stdio import start_runtime
 
 from mlx_serving.dispatch import Deferred, Dispatcher, Method
 
@@ -42,23 +42,6 @@ def request_lines(prefix: str, count: int) -> tuple[bytes, list[str]]:
         lines.append(json.dumps(frame).encode())
         ids.append(frame["id"])
     return b"\n".join(lines) + b"\n", ids
-
-
-def start_runtime(model_dir: Path) -> subprocess.Popen[bytes]:
-    runtime = subprocess.Popen(
-        [sys.executable, "-m", "mlx_serving"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert runtime.stdin is not None and runtime.stdout is not None
-    params = {"model_id": "m", "local_path": str(model_dir)}
-    load = {"jsonrpc": "2.0", "id": "load", "method": "load_model", "params": params}
-    runtime.stdin.write(json.dumps(load).encode() + b"\n")
-    runtime.stdin.flush()
-    # load_model's runtime.progress and runtime.event notifications come first.
-    assert b'"result"' in next(line for line in runtime.stdout if b'"method"' not in line)
-    return runtime
 
 
 def read_to_exit(runtime: subprocess.Popen[bytes], timeout: float = 30) -> list[Any]:
