@@ -23,7 +23,7 @@ from .handlers.context import NativeStatus
 from .protocol.envelope import NULL_ID, NotificationFrame
 from .protocol.errors import INTERNAL_ERROR, INVALID_REQUEST
 from .telemetry import Telemetry
-from .transport import FrameWriter, LineReader, OversizeLine
+from .transport import PARENT_PID, FrameWriter, LineReader, OversizeLine
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Runtime:
     def watch_parent(self, interval: float = 0.25) -> None:
         """Shut down when the parent dies. A dead parent usually closes our stdin, but not
         when it passed its pipe on to another process; re-parenting always shows."""
-        parent = os.getppid()
+        parent = PARENT_PID
 
         def watch() -> None:
             while not self._stopping.wait(interval):

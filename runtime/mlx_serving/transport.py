@@ -16,6 +16,11 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+# The process at the other end of stdio, taken when this module is first imported: before
+# the slow imports (mlx), so a parent that dies while the runtime starts up still counts
+# as gone (a watch started later would take the reaper it was re-parented to for it).
+PARENT_PID = os.getppid()
+
 
 def claim_stdout() -> int:
     """Reserve the real stdout for protocol frames and point everything else at stderr.

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from tests.reliability.stdio import send, start_runtime
 
 from mlx_serving.testing.client import RuntimeClient
@@ -163,13 +164,17 @@ def test_a_client_that_stops_reading_does_not_grow_runtime_memory(llama_dir: Pat
     print(f"backpressure: {total_bytes / 2**20:.0f} MiB written, RSS grew {grew:.1f} MiB")
 
 
-def test_runtime_exits_when_its_parent_dies() -> None:
+@pytest.mark.parametrize("when", ["serving", "starting"])
+def test_runtime_exits_when_its_parent_dies(when: str, tmp_path: Path) -> None:
     """The parent is SIGKILLed while our stdin stays open (the pipe's other end lives on
-    in this test process): the runtime still notices and exits, leaving no orphan."""
+    in this test process): the runtime still notices and exits, leaving no orphan. Killed
+    while the runtime is still starting (importing mlx), the parent must count as gone
+    too: a watch that took its parent only once started would watch its new reaper."""
+    log = tmp_path / "runtime.log"
     launcher = (
         "import subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-m', 'mlx_serving'],"
-        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        f" stdout=subprocess.DEVNULL, stderr=open({str(log)!r}, 'wb'))\n"
         "print(p.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
@@ -178,15 +183,27 @@ def test_runtime_exits_when_its_parent_dies() -> None:
     )
     assert parent.stdout is not None
     runtime_pid = int(parent.stdout.readline())
-    time.sleep(1.5)
+    # "starting": the runtime has claimed stdio and logged its BLAS choice, and is now
+    # importing mlx (about a second); "serving": it has said it is ready.
+    marker = b"MLX Runtime ready" if when == "serving" else b"BLAS bridge"
+    deadline = time.monotonic() + 60
+    while marker not in log.read_bytes():
+        assert time.monotonic() < deadline, "runtime did not start"
+        time.sleep(0.005)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.monotonic() + 3
+    killed = time.monotonic()
+    # Serving, it notices within its watch interval (0.25 s); starting, once started.
+    deadline = killed + (2 if when == "serving" else 30)
     try:
         while time.monotonic() < deadline:
             if _gone(runtime_pid):
+                print(
+                    f"\n[timing] parent SIGKILL -> runtime exit ({when}): "
+                    f"{(time.monotonic() - killed) * 1000:.0f} ms"
+                )
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)
         os.kill(runtime_pid, signal.SIGKILL)
         raise AssertionError("runtime outlived its parent")
     finally:
