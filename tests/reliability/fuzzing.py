@@ -32,7 +32,7 @@ json_values = st.recursive(
 )
 
 
-def _field_names(method: str) -> list[str]:
+def field_names(method: str) -> list[str]:
     params = METHODS[method].params
     return list(getattr(params, "__struct_fields__", ()))
 
@@ -41,7 +41,7 @@ def _field_names(method: str) -> list[str]:
 def wrong_typed_requests(draw: st.DrawFn) -> dict[str, Any]:
     """A well-formed request to a real method whose params hold arbitrary values."""
     method = draw(st.sampled_from(FUZZED_METHODS))
-    names = _field_names(method) + ["extra_field"]
+    names = field_names(method) + ["extra_field"]
     chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
     params = {name: draw(json_values) for name in chosen}
     frame: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
