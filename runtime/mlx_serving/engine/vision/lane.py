@@ -108,7 +108,7 @@ class VisionLane:
                 cancelled, self._cancelled = self._cancelled, set()
                 failed, self._failed = self._failed, {}
                 dropped = self._drop_waiting(cancelled, failed, stopping)
-                self._admit()
+                dropped += self._admit()
                 running = list(self._running.items())
             out: list[Notification] = []
             for waiting, failure in dropped:  # ended before they cost any compute
@@ -150,16 +150,25 @@ class VisionLane:
                 queue.remove(waiting)
         return dropped
 
-    def _admit(self) -> None:
-        """Start the next waiting stream of each idle model (under the lock)."""
+    def _admit(self) -> list[tuple[_Waiting, str | None]]:
+        """Start the next waiting stream of each idle model (under the lock); the ones that
+        could not start, with why."""
+        failed: list[tuple[_Waiting, str | None]] = []
         for model_id, queue in self._waiting.items():
             if model_id in self._running or not queue:
                 continue
             waiting = queue.popleft()
-            stream = self._active_stream(waiting.request)
-            self._running[model_id] = _Running(stream, _results(waiting.request, waiting.inputs))
+            try:
+                stream = self._active_stream(waiting.request)
+                results = _results(waiting.request, waiting.inputs)
+            except Exception as exc:
+                log.exception("starting vision stream %s failed", waiting.request.stream_id)
+                failed.append((waiting, f"generation failed: {type(exc).__name__}: {exc}"))
+                continue
+            self._running[model_id] = _Running(stream, results)
         for model_id in [m for m, q in self._waiting.items() if not q]:
             del self._waiting[model_id]
+        return failed
 
     @staticmethod
     def _active_stream(request: StreamRequest) -> ActiveStream:
