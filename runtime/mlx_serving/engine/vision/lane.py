@@ -3,9 +3,11 @@
 Each stream is an `mlx_vlm.stream_generate` iterator, stepped one token at a time. A model
 runs one stream at a time, the others of that model wait in arrival order: mlx-vlm keeps
 per-sequence state on the model object (Qwen-VL's multimodal RoPE offsets), so two
-interleaved streams of one model would corrupt each other, and its batch generator does not
-take requests that arrive while a batch runs. Streams of different vision models take turns
-token by token. Text streams never wait for any of this: they run on the engine thread.
+interleaved streams of one model would corrupt each other. mlx-vlm's continuous
+`BatchGenerator` (0.7.10) takes requests while it runs, but draws every row with one
+sampler, so per-request temperature, top-p/top-k and seed would be lost; it is not used.
+Streams of different vision models take turns token by token. Text streams never wait for
+any of this: they run on the engine thread.
 
 Output goes through the same `ActiveStream` as text streams, so chunks, stats and the final
 event have the same shapes, and through the same sink.
