@@ -21,11 +21,17 @@ def _configure_logging(level: str | None = None, fmt: str | None = None) -> None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlx-serving-runtime", description=__doc__)
+    hostfile_help = (
+        "serve across the hosts of this mlx.launch JSON hostfile, as rank 0 "
+        "(docs/DISTRIBUTED.md; default: distributed.hostfile of the config)"
+    )
+    parser.add_argument("--hostfile", metavar="FILE", help=hostfile_help)
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve JSON-RPC on stdin/stdout (the default)")
     serve.add_argument(
         "--config", metavar="FILE", help="runtime.yaml to read (default: $MLX_SERVING_CONFIG)"
     )
+    serve.add_argument("--hostfile", metavar="FILE", default=argparse.SUPPRESS, help=hostfile_help)
     demo = sub.add_parser("demo", help="spawn the runtime and stream a demo answer")
     demo.add_argument(
         "--model", help="model directory or GGUF file (default: SmolLM2-135M-Instruct)"
@@ -35,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--max-tokens", type=int, default=64)
     convert = sub.add_parser("convert-gguf", help="convert a GGUF file to an mlx-lm directory")
     convert.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("peer", help="run as rank 1 … N-1 of a distributed runtime (rank 0 starts it)")
     make = sub.add_parser("make-model", help="write a small random-weight test model")
     make.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
@@ -51,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mlx-serving: invalid configuration: {exc}", file=sys.stderr)
             return 2
         _configure_logging(settings.logging.level, settings.logging.format)
+        if args.hostfile:
+            settings.distributed.hostfile = os.path.abspath(os.path.expanduser(args.hostfile))
         # OpenBLAS must be in the global symbol scope before mlx.core loads (server → engine
         # → mlx), and stdout must already be ours: OpenBLAS reports errors on stdout.
         from .native_bridge.blas import preload_optimized_blas
@@ -66,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from .server import run
 
         return run(protocol_fd, settings, native=NativeStatus.detect(blas))
+    if args.command == "peer":
+        from .distributed.peer import main as peer_main
+
+        return peer_main()
     if args.command == "demo":
         from .demo import run_demo
 

@@ -96,6 +96,33 @@ class SchedulerConfig(_Section):
     prompt_cache_entries: Annotated[int, Meta(ge=0)] = 64
 
 
+class DistributedConfig(_Section):
+    """`distributed`: one model served by several processes or hosts (docs/DISTRIBUTED.md)."""
+
+    # mlx.launch / mlx.distributed_config JSON hostfile. When set this process is rank 0:
+    # it starts the other ranks and alone speaks the protocol. `--hostfile` sets it too.
+    hostfile: str | None = None
+    # ring, nccl, jaccl or jaccl-ring; null: the hostfile's `backend`, else nccl with
+    # CUDA, else ring. (mpi is left out: mpirun starts every rank itself.)
+    backend: Literal["ring", "nccl", "jaccl", "jaccl-ring"] | None = None
+    # The ring's first TCP port (one per rank and IP), or the NCCL/JACCL coordinator's.
+    port: Annotated[int, Meta(ge=1024, le=65535)] = 32323
+    # Interpreter of the other ranks; null: this process's own.
+    python: str | None = None
+    # Seconds for every rank to start and connect.
+    start_timeout_s: Annotated[float, Meta(gt=0.0)] = 120.0
+    # Longest one collective step (sharing a decision, a decode step, a prefill chunk) may
+    # take before rank 0 gives the group up; a dead rank is noticed at once.
+    step_timeout_s: Annotated[float, Meta(gt=0.0)] = 30.0
+    # The same bound for load_model, which reads weights on every rank.
+    load_timeout_s: Annotated[float, Meta(gt=0.0)] = 900.0
+    # An idle rank 0 checks the group this often; ranks' memory is gathered every 2 beats.
+    heartbeat_s: Annotated[float, Meta(gt=0.0, le=60.0)] = 1.0
+    # After a rank failed, rank 0 answers requests with an error this long, then exits
+    # with status 3 so that a supervisor restarts the group; null: it never exits.
+    exit_after_failure_s: Annotated[float, Meta(ge=0.0)] | None = 10.0
+
+
 def _default_cache_dir() -> str:
     return str(Path.home() / ".cache" / "mlx-serving")
 
@@ -195,6 +222,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
+    distributed: DistributedConfig = msgspec.field(default_factory=DistributedConfig)
     vision: VisionConfig = msgspec.field(default_factory=VisionConfig)
     # Partial settings per deployment (`production`, `test` …) laid over the rest of the
     # file. Empty in the effective settings, which already include the one applied.
@@ -220,6 +248,7 @@ _PATH_KEYS: list[tuple[tuple[str, ...], bool]] = [
     (("models", "cache_dir"), False),
     (("download", "cache_dir"), False),
     (("security", "allowed_model_roots"), True),
+    (("distributed", "hostfile"), False),
 ]
 
 

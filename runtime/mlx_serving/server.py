@@ -17,6 +17,7 @@ import msgspec
 
 from .config import Settings, settings_from_environment
 from .dispatch import Dispatcher, encode_error
+from .distributed import DistributedEngine, Group, GroupStartError, HostfileError, start_group
 from .engine import Engine
 from .handlers import RuntimeContext, build_methods
 from .handlers.context import NativeStatus
@@ -60,6 +61,7 @@ class Runtime:
         protocol_fd: int,
         stdin_fd: int = 0,
         native: NativeStatus | None = None,
+        group: Group | None = None,
     ) -> None:
         limits = settings.limits
         self.settings = settings
@@ -67,7 +69,14 @@ class Runtime:
         self.telemetry = Telemetry(settings.telemetry)
         notifications = NotificationSink(self.writer, self.telemetry)
         self.telemetry.attach(notifications.emit)
-        self.engine = Engine(settings, notifications)
+        self.engine = (
+            Engine(settings, notifications)
+            if group is None
+            else DistributedEngine(settings, notifications, group)
+        )
+        self.exit_code = 0
+        if group is not None:
+            group.on_failure(self._exit_after_failure)
         self._wake_read, self._wake_write = os.pipe()
         self._stopping = threading.Event()
         self.context = RuntimeContext(
@@ -96,6 +105,16 @@ class Runtime:
             # What the reader still takes from stdin is answered -32099, not run.
             self.dispatcher.stop_accepting()
             os.write(self._wake_write, b"x")
+
+    def _exit_after_failure(self, reason: str) -> None:
+        """A group that lost a rank serves nothing more: once the client had time to read
+        the errors, exit non-zero so that its supervisor restarts the whole group."""
+        delay = self.settings.distributed.exit_after_failure_s
+        if delay is not None:
+            self.exit_code = 3
+            timer = threading.Timer(delay, self.request_shutdown)
+            timer.daemon = True
+            timer.start()
 
     def watch_parent(self, interval: float = 0.25) -> None:
         """Shut down when the parent dies. A dead parent usually closes our stdin, but not
@@ -126,7 +145,7 @@ class Runtime:
                 log.exception("unexpected dispatcher failure")
                 self.writer.send(encode_error(NULL_ID, INTERNAL_ERROR, "Internal error"))
         self.close()
-        return 0
+        return self.exit_code
 
     def close(self) -> None:
         log.info("shutting down")
@@ -148,9 +167,15 @@ def _oversize_error(line: OversizeLine, limit: int) -> bytes:
 def run(
     protocol_fd: int, settings: Settings | None = None, native: NativeStatus | None = None
 ) -> int:
-    runtime = Runtime(
-        settings or settings_from_environment(), protocol_fd, native=native or NativeStatus()
-    )
+    settings = settings or settings_from_environment()
+    group = None
+    if settings.distributed.hostfile:
+        try:
+            group = start_group(settings)
+        except (GroupStartError, HostfileError) as exc:
+            print(f"mlx-serving: cannot start the distributed group: {exc}", file=sys.stderr)
+            return 2
+    runtime = Runtime(settings, protocol_fd, native=native or NativeStatus(), group=group)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runtime.request_shutdown())
     code = runtime.serve()

@@ -7,12 +7,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from ..config import Settings
 from ..protocol.errors import InvalidParams, ModelLoadError, ModelNotLoaded, TokenizerError
 from ..protocol.methods import (
     ChatMessage,
     CheckDraftResult,
     DetokenizeResult,
+    DistributedStatus,
     GenerateParams,
     LoadModelParams,
     LoadModelResult,
@@ -34,11 +37,15 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    def __init__(self, settings: Settings, sink: StreamSink) -> None:
+    def __init__(
+        self, settings: Settings, sink: StreamSink, scheduler: Scheduler | None = None
+    ) -> None:
         self.settings = settings
         self.models = ModelRegistry()
         self.guidance = GuidanceCompiler()
-        self.scheduler = Scheduler(sink, settings.limits.max_active_streams, settings.scheduler)
+        self.scheduler = scheduler or Scheduler(
+            sink, settings.limits.max_active_streams, settings.scheduler
+        )
         self.vision = VisionEngine(settings, sink, self.models, self.scheduler)
 
     # -- models ----------------------------------------------------------------------------
@@ -190,6 +197,7 @@ class Engine:
             draft=draft,
             num_draft_tokens=params.num_draft_tokens,
             guidance=guidance,
+            sampling=settings,
         )
         self.scheduler.reserve(stream_id)
         if vision is not None:
@@ -259,6 +267,10 @@ class Engine:
         if not tokens:
             raise InvalidParams("prompt", "the prompt encodes to no tokens")
         return tokens
+
+    def distributed_status(self) -> DistributedStatus | msgspec.UnsetType:
+        """The ranks serving with this engine; unset (not sent) in a single process."""
+        return msgspec.UNSET
 
     def shutdown(self) -> None:
         self.vision.stop()

@@ -22,6 +22,19 @@ class LoadedModel:
     parameter_count: int
     dtype: str
     draft: bool
+    # How the model is split over the ranks of a distributed runtime; None in one process.
+    sharding: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Load through mlx-lm's `sharded_load`: `strategy` over `group`, weights read from
+    `weights_dir` (the model's folder, or one that adds the index pipelining needs)."""
+
+    strategy: str  # "pipeline" or "tensor"
+    group: Any  # mx.distributed.Group
+    weights_dir: Path
+    parameter_count: int  # of the whole model; each rank holds a part
 
 
 class LoadProgress:
@@ -163,18 +176,29 @@ def load_model(
     trust_remote_code: bool,
     draft: bool,
     dtype: str | None = None,
+    shard: ShardPlan | None = None,
 ) -> LoadedModel:
-    from mlx_lm.utils import get_total_parameters, load
+    from mlx_lm.utils import get_total_parameters, load, sharded_load
 
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(f"no config.json in {model_dir}", model_id=model_id)
     try:
-        model, tokenizer, config = load(
-            str(model_dir),
-            tokenizer_config={"trust_remote_code": trust_remote_code},
-            return_config=True,
-            trust_remote_code=trust_remote_code,
-        )
+        if shard is not None:
+            model, tokenizer, config = sharded_load(
+                str(shard.weights_dir),
+                pipeline_group=shard.group if shard.strategy == "pipeline" else None,
+                tensor_group=shard.group if shard.strategy == "tensor" else None,
+                return_config=True,
+                tokenizer_config={"trust_remote_code": trust_remote_code},
+                trust_remote_code=trust_remote_code,
+            )
+        else:
+            model, tokenizer, config = load(
+                str(model_dir),
+                tokenizer_config={"trust_remote_code": trust_remote_code},
+                return_config=True,
+                trust_remote_code=trust_remote_code,
+            )
     except ModelLoadError:
         raise
     except Exception as exc:
@@ -191,7 +215,8 @@ def load_model(
         path=model_dir,
         config=config,
         context_length=_context_length(config, context_length),
-        parameter_count=int(get_total_parameters(model)),
+        parameter_count=shard.parameter_count if shard else int(get_total_parameters(model)),
         dtype=_dtype_of(model),
         draft=draft,
+        sharding=shard.strategy if shard else None,
     )

@@ -10,7 +10,7 @@ import msgspec
 
 from .guidance import StreamGuidance
 from .loader import LoadedModel
-from .sampling import LogitsProcessor, Sampler
+from .sampling import LogitsProcessor, Sampler, SamplingSettings
 
 
 @dataclass
@@ -28,6 +28,9 @@ class StreamRequest:
     include_cumulative_text: bool = False
     draft: LoadedModel | None = None  # speculative decoding with this model's proposals
     num_draft_tokens: int = 3
+    # What built `sampler` and `logits_processors`: the other ranks of a distributed
+    # runtime rebuild them from it.
+    sampling: SamplingSettings | None = None
     guidance: StreamGuidance | None = None  # structured output; its mask is in logits_processors
     submitted_at: float = field(default_factory=time.perf_counter)
 

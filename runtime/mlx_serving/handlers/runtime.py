@@ -147,6 +147,7 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
                 max_active_streams=limits.max_active_streams,
             ),
             config=context.settings,
+            distributed=context.engine.distributed_status(),
         )
 
     def state(_: Empty) -> RuntimeState:
@@ -161,6 +162,7 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
             ],
             active_streams=context.engine.scheduler.active_count,
             restart_count=context.restart_count,
+            distributed=context.engine.distributed_status(),
         )
 
     def metrics(_: Empty) -> RuntimeMetrics:

@@ -121,6 +121,12 @@ class Cancelled(AppError):
     code = CANCELLED
 
 
+class GroupFailed(AppError):
+    """A distributed runtime lost a rank: it serves nothing more until restarted."""
+
+    code = RUNTIME_ERROR
+
+
 class NotAvailable(AppError):
     """A method of the protocol that this build does not serve yet."""
 

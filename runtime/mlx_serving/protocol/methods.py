@@ -45,6 +45,33 @@ class Limits(msgspec.Struct, kw_only=True):
     max_active_streams: int
 
 
+class RankStatus(msgspec.Struct, kw_only=True):
+    rank: int
+    host: str
+    pid: int
+    memory: MemoryInfo
+    # MLX's allocator: bytes held now and at most since the rank started.
+    mlx_active_bytes: int
+    mlx_peak_bytes: int
+
+
+ShardStrategy = Literal["pipeline", "tensor"]
+
+
+class DistributedStatus(msgspec.Struct, kw_only=True):
+    """A runtime serving across several ranks (`--hostfile`); rank 0 answers."""
+
+    backend: str
+    size: int
+    state: Literal["ok", "failed"]
+    error: str | None = None
+    ranks: list[RankStatus]
+    # Seconds since the ranks' figures were gathered (every few heartbeats).
+    ranks_age_s: float
+    # How each loaded model is split over the ranks.
+    models: dict[str, ShardStrategy] = {}
+
+
 class RuntimeInfo(msgspec.Struct, kw_only=True):
     version: str
     mlx_version: str
@@ -59,6 +86,15 @@ class RuntimeInfo(msgspec.Struct, kw_only=True):
     limits: Limits
     # Extension: the effective runtime.yaml settings (file, environment and overrides).
     config: Settings
+    # Extension: the group of a distributed runtime; absent in a single process.
+    distributed: DistributedStatus | msgspec.UnsetType = UNSET
+
+
+class DistributedLoad(msgspec.Struct, kw_only=True):
+    """How a model is split over the ranks of a distributed runtime."""
+
+    # null: what the architecture supports (tensor when it can shard, else pipeline).
+    strategy: ShardStrategy | None = None
 
 
 class LoadedModelState(msgspec.Struct, kw_only=True):
@@ -71,6 +107,8 @@ class RuntimeState(msgspec.Struct, kw_only=True):
     loaded_models: list[LoadedModelState]
     active_streams: int
     restart_count: int
+    # Extension: as in runtime/info.
+    distributed: DistributedStatus | msgspec.UnsetType = UNSET
 
 
 class Success(msgspec.Struct, kw_only=True):
@@ -91,6 +129,9 @@ class LoadModelParams(msgspec.Struct, kw_only=True):
     # Extension: compute dtype. A quantized model is dequantized first; on Linux CPU float32
     # runs through the optimized BLAS and decodes about 2x faster than 4-bit weights.
     dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    # Extension: sharding over the ranks of a distributed runtime (which shards every
+    # model; this picks how).
+    distributed: DistributedLoad | None = None
 
 
 class LoadModelResult(msgspec.Struct, kw_only=True):
@@ -102,6 +143,8 @@ class LoadModelResult(msgspec.Struct, kw_only=True):
     is_vision_model: bool
     cached_path: str
     draft: bool = False
+    # The strategy used; absent unless the runtime is distributed.
+    distributed: DistributedLoad | msgspec.UnsetType = UNSET
 
 
 class LoadVisionModelResult(LoadModelResult, kw_only=True):

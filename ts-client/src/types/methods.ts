@@ -361,6 +361,7 @@ export interface GenerateWithImageParams {
  */
 export interface LoadModelParams {
   context_length?: number | null;
+  distributed?: DistributedLoad | null;
   draft?: boolean;
   dtype?: ("bfloat16" | "float16" | "float32") | null;
   local_path?: string | null;
@@ -370,12 +371,22 @@ export interface LoadModelParams {
   trust_remote_code?: boolean;
 }
 /**
+ * How a model is split over the ranks of a distributed runtime.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DistributedLoad".
+ */
+export interface DistributedLoad {
+  strategy?: ("pipeline" | "tensor") | null;
+}
+/**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "LoadModelResult".
  */
 export interface LoadModelResult {
   cached_path: string;
   context_length: number;
+  distributed?: DistributedLoad;
   draft?: boolean;
   dtype: string;
   is_vision_model: boolean;
@@ -390,6 +401,7 @@ export interface LoadModelResult {
 export interface LoadVisionModelResult {
   cached_path: string;
   context_length: number;
+  distributed?: DistributedLoad;
   draft?: boolean;
   dtype: string;
   image_size?: number | null;
@@ -414,6 +426,7 @@ export interface RuntimeInfo {
   backend: "cpu" | "cuda" | "metal";
   capabilities: string[];
   config: Settings;
+  distributed?: DistributedStatus;
   limits: Limits;
   memory: MemoryInfo;
   mlx_lm_version: string;
@@ -435,6 +448,7 @@ export interface RuntimeInfo {
  * via the `definition` "Settings".
  */
 export interface Settings {
+  distributed?: DistributedConfig;
   download?: DownloadConfig;
   environment?: string | null;
   environments?: {
@@ -449,6 +463,23 @@ export interface Settings {
   stream_registry?: StreamRegistryConfig;
   telemetry?: TelemetryConfig;
   vision?: VisionConfig;
+}
+/**
+ * `distributed`: one model served by several processes or hosts (docs/DISTRIBUTED.md).
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DistributedConfig".
+ */
+export interface DistributedConfig {
+  backend?: ("jaccl" | "jaccl-ring" | "nccl" | "ring") | null;
+  exit_after_failure_s?: number | null;
+  heartbeat_s?: number;
+  hostfile?: string | null;
+  load_timeout_s?: number;
+  port?: number;
+  python?: string | null;
+  start_timeout_s?: number;
+  step_timeout_s?: number;
 }
 /**
  * `download`: download_model and mlx-serving-download.
@@ -562,6 +593,43 @@ export interface VisionConfig {
   max_images_per_request?: number;
 }
 /**
+ * A runtime serving across several ranks (`--hostfile`); rank 0 answers.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "DistributedStatus".
+ */
+export interface DistributedStatus {
+  backend: string;
+  error?: string | null;
+  models?: {
+    [k: string]: ("pipeline" | "tensor") | undefined;
+  };
+  ranks: RankStatus[];
+  ranks_age_s: number;
+  size: number;
+  state: "failed" | "ok";
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "RankStatus".
+ */
+export interface RankStatus {
+  host: string;
+  memory: MemoryInfo;
+  mlx_active_bytes: number;
+  mlx_peak_bytes: number;
+  pid: number;
+  rank: number;
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "MemoryInfo".
+ */
+export interface MemoryInfo {
+  rss: number;
+  vms: number;
+}
+/**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "Limits".
  */
@@ -572,14 +640,6 @@ export interface Limits {
   max_prompt_bytes: number;
   max_temperature: number;
   max_tokens: number;
-}
-/**
- * This interface was referenced by `MethodSchemas`'s JSON-Schema
- * via the `definition` "MemoryInfo".
- */
-export interface MemoryInfo {
-  rss: number;
-  vms: number;
 }
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
@@ -664,6 +724,7 @@ export interface HistogramBucket {
  */
 export interface RuntimeState {
   active_streams: number;
+  distributed?: DistributedStatus;
   loaded_models: LoadedModelState[];
   restart_count: number;
 }

@@ -525,6 +525,170 @@ export const methodsSchema: SchemaDocument = {
       "title": "DetokenizeResult",
       "type": "object"
     },
+    "DistributedConfig": {
+      "additionalProperties": false,
+      "description": "`distributed`: one model served by several processes or hosts (docs/DISTRIBUTED.md).",
+      "properties": {
+        "backend": {
+          "anyOf": [
+            {
+              "enum": [
+                "jaccl",
+                "jaccl-ring",
+                "nccl",
+                "ring"
+              ]
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "exit_after_failure_s": {
+          "anyOf": [
+            {
+              "minimum": 0,
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": 10
+        },
+        "heartbeat_s": {
+          "default": 1,
+          "exclusiveMinimum": 0,
+          "maximum": 60,
+          "type": "number"
+        },
+        "hostfile": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "load_timeout_s": {
+          "default": 900,
+          "exclusiveMinimum": 0,
+          "type": "number"
+        },
+        "port": {
+          "default": 32323,
+          "maximum": 65535,
+          "minimum": 1024,
+          "type": "integer"
+        },
+        "python": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "start_timeout_s": {
+          "default": 120,
+          "exclusiveMinimum": 0,
+          "type": "number"
+        },
+        "step_timeout_s": {
+          "default": 30,
+          "exclusiveMinimum": 0,
+          "type": "number"
+        }
+      },
+      "required": [],
+      "title": "DistributedConfig",
+      "type": "object"
+    },
+    "DistributedLoad": {
+      "description": "How a model is split over the ranks of a distributed runtime.",
+      "properties": {
+        "strategy": {
+          "anyOf": [
+            {
+              "enum": [
+                "pipeline",
+                "tensor"
+              ]
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        }
+      },
+      "required": [],
+      "title": "DistributedLoad",
+      "type": "object"
+    },
+    "DistributedStatus": {
+      "description": "A runtime serving across several ranks (`--hostfile`); rank 0 answers.",
+      "properties": {
+        "backend": {
+          "type": "string"
+        },
+        "error": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "models": {
+          "additionalProperties": {
+            "enum": [
+              "pipeline",
+              "tensor"
+            ]
+          },
+          "default": {},
+          "type": "object"
+        },
+        "ranks": {
+          "items": {
+            "$ref": "#/$defs/RankStatus"
+          },
+          "type": "array"
+        },
+        "ranks_age_s": {
+          "type": "number"
+        },
+        "size": {
+          "type": "integer"
+        },
+        "state": {
+          "enum": [
+            "failed",
+            "ok"
+          ]
+        }
+      },
+      "required": [
+        "backend",
+        "size",
+        "state",
+        "ranks",
+        "ranks_age_s"
+      ],
+      "title": "DistributedStatus",
+      "type": "object"
+    },
     "DownloadConfig": {
       "additionalProperties": false,
       "description": "`download`: download_model and mlx-serving-download.",
@@ -1497,6 +1661,17 @@ export const methodsSchema: SchemaDocument = {
           ],
           "default": null
         },
+        "distributed": {
+          "anyOf": [
+            {
+              "$ref": "#/$defs/DistributedLoad"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
         "draft": {
           "default": false,
           "type": "boolean"
@@ -1573,6 +1748,9 @@ export const methodsSchema: SchemaDocument = {
         "context_length": {
           "type": "integer"
         },
+        "distributed": {
+          "$ref": "#/$defs/DistributedLoad"
+        },
         "draft": {
           "default": false,
           "type": "boolean"
@@ -1614,6 +1792,9 @@ export const methodsSchema: SchemaDocument = {
         },
         "context_length": {
           "type": "integer"
+        },
+        "distributed": {
+          "$ref": "#/$defs/DistributedLoad"
         },
         "draft": {
           "default": false,
@@ -1818,6 +1999,38 @@ export const methodsSchema: SchemaDocument = {
       "title": "PythonRuntimeConfig",
       "type": "object"
     },
+    "RankStatus": {
+      "properties": {
+        "host": {
+          "type": "string"
+        },
+        "memory": {
+          "$ref": "#/$defs/MemoryInfo"
+        },
+        "mlx_active_bytes": {
+          "type": "integer"
+        },
+        "mlx_peak_bytes": {
+          "type": "integer"
+        },
+        "pid": {
+          "type": "integer"
+        },
+        "rank": {
+          "type": "integer"
+        }
+      },
+      "required": [
+        "rank",
+        "host",
+        "pid",
+        "memory",
+        "mlx_active_bytes",
+        "mlx_peak_bytes"
+      ],
+      "title": "RankStatus",
+      "type": "object"
+    },
     "RegexGuidance": {
       "properties": {
         "mode": {
@@ -1853,6 +2066,9 @@ export const methodsSchema: SchemaDocument = {
         },
         "config": {
           "$ref": "#/$defs/Settings"
+        },
+        "distributed": {
+          "$ref": "#/$defs/DistributedStatus"
         },
         "limits": {
           "$ref": "#/$defs/Limits"
@@ -1946,6 +2162,9 @@ export const methodsSchema: SchemaDocument = {
         "active_streams": {
           "type": "integer"
         },
+        "distributed": {
+          "$ref": "#/$defs/DistributedStatus"
+        },
         "loaded_models": {
           "items": {
             "$ref": "#/$defs/LoadedModelState"
@@ -2017,6 +2236,9 @@ export const methodsSchema: SchemaDocument = {
       "additionalProperties": false,
       "description": "runtime.yaml: the settings of one runtime process.",
       "properties": {
+        "distributed": {
+          "$ref": "#/$defs/DistributedConfig"
+        },
         "download": {
           "$ref": "#/$defs/DownloadConfig"
         },
