@@ -14,6 +14,10 @@ export interface LaunchOptions {
   extraPythonPath?: string[];
   /** Arguments after `python -m mlx_serving`. */
   runtimeArgs?: string[];
+  /** Serve one model across several processes or hosts: an mlx.launch JSON hostfile
+   * (`--hostfile`). The spawned runtime is rank 0 and starts the other ranks itself; when
+   * a rank fails it exits after a while, and supervision restarts the whole group. */
+  hostfile?: string;
   /** Replaces `python -m mlx_serving …` entirely: [executable, ...args]. For wrappers
    * (containers, `uv run`) and for tests that stand in a fake runtime. */
   command?: string[];
@@ -62,8 +66,12 @@ export function runtimeProcessSpec(options: LaunchOptions = {}): ProcessSpec {
   }
   return {
     command: resolvePython(options.python, base),
-    args: ['-m', 'mlx_serving', ...(options.runtimeArgs ?? [])],
+    args: ['-m', 'mlx_serving', ...hostfileArgs(options.hostfile), ...(options.runtimeArgs ?? [])],
     env,
     cwd: options.cwd,
   };
+}
+
+function hostfileArgs(hostfile: string | undefined): string[] {
+  return hostfile ? ['--hostfile', resolve(hostfile)] : [];
 }
