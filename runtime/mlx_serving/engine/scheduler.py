@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ..config import SchedulerConfig
 from ..protocol.errors import InvalidParams, Overloaded
-from ..protocol.notifications import FinishReason
+from ..protocol.notifications import FinishReason, StreamFailed
 from .batch_lane import BatchLane, LaneToken
 from .detokenize import TextAssembler
 from .loader import LoadedModel
@@ -155,8 +155,38 @@ class Scheduler:
                 stopping = self._stopping
                 retired, self._retired_models = self._retired_models, set()
             out: list[Notification] = []
-            if self._iterate(admitted, stopping, retired, out):
-                return
+            try:
+                if self._iterate(admitted, stopping, retired, out):
+                    return
+            except Exception as exc:
+                # A bug here must not kill the engine thread: every stream would then wait
+                # forever. End what is live with the reason and go on serving.
+                log.exception("engine iteration failed")
+                self._fail_everything(f"internal error: {type(exc).__name__}: {exc}")
+
+    def _fail_everything(self, reason: str) -> None:
+        with self._cond:
+            self._lanes.clear()
+            self._speculative.clear()
+            streams = list(self._streams.values())
+            for request in self._admitting:
+                if request.stream_id not in self._streams:
+                    self.release(request.stream_id)
+            self._admitting = []
+        out: list[Notification] = []
+        for stream in streams:
+            try:
+                stream.finish(out, failure=reason)
+            except Exception:
+                log.exception("could not end stream %s cleanly", stream.stream_id)
+                out.append(("stream.event", StreamFailed(stream_id=stream.stream_id, error=reason)))
+            with self._cond:
+                self._streams.pop(stream.stream_id, None)
+            self.release(stream.stream_id)
+        try:
+            self._sink.emit(out)
+        except Exception:
+            log.exception("could not emit the final events of failed streams")
 
     def _has_work(self) -> bool:
         return bool(self._admitted or self._streams or self._stopping)
