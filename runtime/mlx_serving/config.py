@@ -116,8 +116,10 @@ class DistributedConfig(_Section):
     step_timeout_s: Annotated[float, Meta(gt=0.0)] = 30.0
     # The same bound for load_model, which reads weights on every rank.
     load_timeout_s: Annotated[float, Meta(gt=0.0)] = 900.0
-    # An idle rank 0 checks the group this often; ranks' memory is gathered every 2 beats.
-    heartbeat_s: Annotated[float, Meta(gt=0.0, le=60.0)] = 1.0
+    # An idle rank 0 sends an empty step this often, and the other ranks sleep in between:
+    # waiting inside a collective costs a core (MLX's ring backend polls its sockets), and a
+    # request reaching an idle runtime waits at most this long for them.
+    idle_tick_s: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.05
     # After a rank failed, rank 0 answers requests with an error this long, then exits
     # with status 3 so that a supervisor restarts the group; null: it never exits.
     exit_after_failure_s: Annotated[float, Meta(ge=0.0)] | None = 10.0

@@ -4,6 +4,8 @@ batch, a cancel, prompt-cache reuse; a load no rank can serve leaves the group i
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,23 @@ def test_prompt_cache_is_reused_alike_on_every_rank(
         result = client.generate(request("q-pipeline", prompt))
         assert result["tokens"] == expected[prompt]
     assert result["stats"]["cached_prompt_tokens"] > 0
+
+
+def test_an_idle_group_does_not_keep_a_core_busy(group: tuple[RuntimeClient, Any]) -> None:
+    """Waiting inside a collective spins a core (MLX's ring backend polls its sockets);
+    between idle ticks the other ranks sleep instead."""
+    client, _ = group
+    ranks = client.call("runtime/info")["distributed"]["ranks"]
+
+    def cpu_seconds(pid: int) -> float:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    before = [cpu_seconds(rank["pid"]) for rank in ranks]
+    time.sleep(3)
+    used = [cpu_seconds(rank["pid"]) - b for rank, b in zip(ranks, before, strict=True)]
+    assert max(used) < 1.5, f"CPU seconds in 3 s idle, per rank: {used}"
 
 
 def test_a_load_no_rank_can_serve_leaves_the_group_working(

@@ -9,6 +9,7 @@ breaks its connections, which rank 0 sees at once.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from ..config import Settings
@@ -36,6 +37,8 @@ from .scheduler import lockstep_lane
 
 log = logging.getLogger(__name__)
 
+_NAP_MARGIN_S = 0.002
+
 
 class LockstepError(Exception):
     """This rank's state no longer matches rank 0's."""
@@ -61,6 +64,10 @@ class Follower:
         if isinstance(op, Step):
             for model_id in op.model_ids:
                 self._lanes[model_id].step()
+            if op.idle_s > 0:
+                # Back inside the collective just before rank 0's next tick; a request
+                # that comes sooner waits for us inside rank 0's broadcast.
+                time.sleep(max(op.idle_s - _NAP_MARGIN_S, 0.0))
         elif isinstance(op, Admit):
             self._admit(op)
         elif isinstance(op, Remove):

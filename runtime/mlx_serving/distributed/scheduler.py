@@ -5,8 +5,9 @@ What rank 0 decides (which streams join a batch with which tokens, sampling sett
 seed, which leave, which lanes open and close, which models load) goes into the journal
 (ops.py) through the scheduler's lane hooks. Before each batch step the journal and the
 list of lanes to step go to every rank in one broadcast; followers (follower.py) replay
-it and run the identical step. An idle rank 0 still sends an empty step every heartbeat,
-so a rank that is gone is noticed without traffic.
+it and run the identical step. An idle rank 0 still sends an empty step every idle tick,
+so a rank that is gone is noticed without traffic, and the other ranks sleep until the
+next tick instead of spinning inside the collective.
 
 When a rank fails, every live stream ends with an error event and later requests are
 refused: either the engine thread sees the backend's error (a dead rank breaks its
@@ -48,6 +49,8 @@ T = TypeVar("T")
 # (their caches differ in size), and then their batches would differ; an entry bound
 # evicts alike everywhere.
 _NO_BYTE_BOUND = 1 << 62
+# How often the ranks' hosts and memory are gathered for runtime/info and runtime/state.
+STATUS_INTERVAL_S = 2.0
 
 
 def lockstep_lane(model: LoadedModel, settings: SchedulerConfig) -> BatchLane:
@@ -87,7 +90,7 @@ class LockstepScheduler(Scheduler):
         # Set before the base class starts the engine thread, which reads them.
         self._group = group
         self._config = config
-        self._idle_wait = config.heartbeat_s
+        self._idle_wait = config.idle_tick_s
         self._journal: list[Op] = []
         self._tasks: list[_Task] = []
         self._task: _Task | None = None  # the one the engine thread runs now
@@ -217,9 +220,12 @@ class LockstepScheduler(Scheduler):
 
     def _step_batches(self, out: list[Notification]) -> None:
         steps = [model_id for model_id, entry in self._lanes.items() if len(entry.lane)]
-        report = time.monotonic() - self._reported_at >= 2 * self._config.heartbeat_s
+        with self._cond:
+            idle = not steps and not self._admitted and not self._tasks
+        step = Step(steps, idle_s=self._config.idle_tick_s if idle else 0.0)
+        report = time.monotonic() - self._reported_at >= STATUS_INTERVAL_S
         # The gather comes first on every rank: followers apply the ops in this order.
-        self._share([Report(), Step(steps)] if report else [Step(steps)])
+        self._share([Report(), step] if report else [step])
         if report:
             with self._collective("gathering the ranks' status", self._config.step_timeout_s):
                 self._group.record_ranks(gather_status(self._group.channel))

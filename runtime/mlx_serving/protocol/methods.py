@@ -66,7 +66,7 @@ class DistributedStatus(msgspec.Struct, kw_only=True):
     state: Literal["ok", "failed"]
     error: str | None = None
     ranks: list[RankStatus]
-    # Seconds since the ranks' figures were gathered (every few heartbeats).
+    # Seconds since the ranks' figures were gathered (every 2 s).
     ranks_age_s: float
     # How each loaded model is split over the ranks.
     models: dict[str, ShardStrategy] = {}

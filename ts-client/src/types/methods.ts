@@ -473,8 +473,8 @@ export interface Settings {
 export interface DistributedConfig {
   backend?: ("jaccl" | "jaccl-ring" | "nccl" | "ring") | null;
   exit_after_failure_s?: number | null;
-  heartbeat_s?: number;
   hostfile?: string | null;
+  idle_tick_s?: number;
   load_timeout_s?: number;
   port?: number;
   python?: string | null;

@@ -557,12 +557,6 @@ export const methodsSchema: SchemaDocument = {
           ],
           "default": 10
         },
-        "heartbeat_s": {
-          "default": 1,
-          "exclusiveMinimum": 0,
-          "maximum": 60,
-          "type": "number"
-        },
         "hostfile": {
           "anyOf": [
             {
@@ -573,6 +567,12 @@ export const methodsSchema: SchemaDocument = {
             }
           ],
           "default": null
+        },
+        "idle_tick_s": {
+          "default": 0.05,
+          "exclusiveMinimum": 0,
+          "maximum": 1,
+          "type": "number"
         },
         "load_timeout_s": {
           "default": 900,
