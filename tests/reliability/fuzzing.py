@@ -87,14 +87,18 @@ class Fuzzer:
         self.frames_sent += 1
         probe = f"probe-{next(self._probes)}"
         self.client.send("runtime/state", request_id=probe)
+        # The probe is answered inline; requests run on the worker pool may answer after
+        # it, so those with a readable id are waited for by id.
+        expected = _request_ids(line)
+        if expect_reply_to is not None:
+            expected.append(expect_reply_to)
         deadline = time.monotonic() + timeout
         while True:
             frames = [json.loads(raw) for raw in self.client.stdout_lines[start:]]
             answers = [f for f in frames if not _is_notification(f) and _id(f) != probe]
             probed = any(_id(f) == probe for f in frames)
-            if probed and (
-                expect_reply_to is None or any(_id(a) == expect_reply_to for a in answers)
-            ):
+            answered = {_id(item) for a in answers for item in (a if isinstance(a, list) else [a])}
+            if probed and all(i in answered for i in expected):
                 break
             assert self.client.process.poll() is None, "runtime died"
             assert time.monotonic() < deadline, f"no answer to {line[:200]!r}"
@@ -110,6 +114,32 @@ class Fuzzer:
                     # A generate acknowledgement (cancel results carry a stream_id too).
                     self.acknowledged_streams.add(item["result"]["stream_id"])
         return answers
+
+
+def _request_ids(line: bytes) -> list[Any]:
+    """Ids of the well-formed requests in a line (one, or a batch's): JSON-RPC 2.0 has each
+    answered with its id, wherever it runs."""
+    try:
+        # Invalid UTF-8 (json.loads would let surrogates through), NaN and Infinity are
+        # not JSON: the runtime answers such a line with null.
+        value = json.loads(line.decode("utf-8"), parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return []
+    ids = []
+    for item in value if isinstance(value, list) else [value]:
+        if (
+            isinstance(item, dict)
+            and item.get("jsonrpc") == "2.0"
+            and isinstance(item.get("method"), str)
+            and isinstance(item.get("id"), (str, int, float))
+            and not isinstance(item.get("id"), bool)
+        ):
+            ids.append(item["id"])
+    return ids
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(constant)
 
 
 def _is_notification(frame: Any) -> bool:
