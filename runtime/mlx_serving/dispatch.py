@@ -189,8 +189,13 @@ class Dispatcher:
 
     def _dispatch(self, frame: RequestFrame, done: Callable[[_Outcome], None]) -> None:
         request_id = NULL_ID if frame.id is msgspec.UNSET else frame.id
-        if frame.jsonrpc != "2.0" or not valid_id(request_id):
+        if not valid_id(request_id):
             done(_Outcome(frame=encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request")))
+            return
+        if frame.jsonrpc != "2.0":
+            # The id was readable, so JSON-RPC 2.0 wants it echoed (null only when it is not).
+            message = 'Invalid Request: jsonrpc must be "2.0"'
+            done(_Outcome(frame=encode_error(request_id, INVALID_REQUEST, message)))
             return
         method = self._methods.get(frame.method)
         if self._observer is not None:

@@ -73,6 +73,11 @@ def jsonrpc_conformance() -> list[Step]:
         {"send": {"jsonrpc": "2.0", "method": "foobar", "params": {}}, "expect": []},
         {"send": _request("foobar", 1.5), "expect": [_error(1.5, -32601)]},
         {"send": _request("foobar", None), "expect": [_error(None, -32601)]},
+        # A readable id is echoed even when the request is invalid for another reason.
+        {
+            "send": {"jsonrpc": "1.0", "method": "runtime/info", "id": 5},
+            "expect": [_error(5, -32600)],
+        },
         {
             "send": _request("runtime/info", "readiness-probe"),
             "expect": [_info_result("readiness-probe")],
