@@ -17,7 +17,9 @@ import msgspec
 
 from .config import Settings, settings_from_environment
 from .dispatch import Dispatcher, encode_error
-from .distributed import DistributedEngine, Group, GroupStartError, HostfileError, start_group
+from .distributed.engine import DistributedEngine
+from .distributed.group import Group, GroupStartError, start_group
+from .distributed.hostfile import HostfileError
 from .engine import Engine
 from .handlers import RuntimeContext, build_methods
 from .handlers.context import NativeStatus

@@ -74,6 +74,10 @@ def test_the_group_reports_its_ranks_and_models(group: tuple[RuntimeClient, Any]
     assert info["ranks"][0]["pid"] == client.process.pid
     state = client.call("runtime/state")
     assert state["distributed"]["models"] == {"q-pipeline": "pipeline", "q-tensor": "tensor"}
+    # Every rank computes with the same BLAS: a peer that imported mlx.core before loading
+    # the bridge would run MLX's reference GEMMs, several times slower.
+    peer_blas = [line for line in client.stderr_lines if "[rank 1]" in line and "BLAS" in line]
+    assert peer_blas and "imported first" not in peer_blas[0], peer_blas
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

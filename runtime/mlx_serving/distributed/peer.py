@@ -43,7 +43,8 @@ def main() -> int:
     from ..native_bridge.blas import preload_optimized_blas
 
     blas = settings.python_runtime.blas
-    preload_optimized_blas(blas if isinstance(blas, str) else ("on" if blas else "off"))
+    status = preload_optimized_blas(blas if isinstance(blas, str) else ("on" if blas else "off"))
+    log.info("BLAS bridge: %s", status.reason)
     _watch_parent()
 
     from .follower import Follower
