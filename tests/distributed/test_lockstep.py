@@ -60,6 +60,8 @@ def group(hostfile: Path, qwen_dir: Path) -> Iterator[tuple[RuntimeClient, dict[
     }
     yield client, loads
     assert client.close(timeout=20) == 0, "\n".join(client.stderr_lines[-30:])
+    # The peer's exit on Stop is expected, not a failure of the group.
+    assert not [line for line in client.stderr_lines if "group failed" in line]
 
 
 def test_the_group_reports_its_ranks_and_models(group: tuple[RuntimeClient, Any]) -> None:

@@ -155,6 +155,10 @@ class Group:
                 ranks_age_s=round(time.monotonic() - self._ranks_at, 3),
             )
 
+    def stopping(self) -> None:
+        """Called before the ranks are told to stop, so that their exits fail nothing."""
+        self._launcher.expect_exits()
+
     def close(self) -> None:
         """After the Stop was sent: let the ranks exit, end those that do not."""
         self._launcher.stop()

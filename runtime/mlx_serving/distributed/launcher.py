@@ -151,6 +151,10 @@ class PeerLauncher:
         if not self._stopping:
             self.on_exit(rank, f"rank {rank} ({host}) exited with status {code}")
 
+    def expect_exits(self) -> None:
+        """The ranks are about to be told to stop: their exits are no failure."""
+        self._stopping = True
+
     def stop(self, grace: float = 3.0) -> None:
         """Wait up to `grace` seconds for the ranks to exit (after a Stop), then kill them."""
         self._stopping = True

@@ -169,6 +169,7 @@ class LockstepScheduler(Scheduler):
                 raise GroupFailed(self._group.failure)
             self._run_tasks()
             if super()._iterate(admitted, stopping, retired, out):
+                self._group.stopping()
                 self._share([Stop()])
                 return True
             return False
