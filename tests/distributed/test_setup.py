@@ -4,12 +4,13 @@ weight index pipeline loading needs."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mlx_serving.distributed.hostfile import HostfileError, read_hostfile, ring_addresses
-from mlx_serving.distributed.launcher import rank_environments
+from mlx_serving.distributed.launcher import PeerLauncher, rank_environments
 from mlx_serving.distributed.loading import INDEX, with_weight_index
 
 
@@ -90,3 +91,32 @@ def test_a_single_weights_file_gets_an_index_beside_the_untouched_model(
     assert (shadow / "config.json").resolve() == (qwen_dir / "config.json").resolve()
     assert with_weight_index(qwen_dir, tmp_path / "shadow") == shadow
     assert with_weight_index(shadow, tmp_path / "other") == shadow  # it has an index
+
+
+def test_the_ssh_script_gives_a_remote_rank_its_environment(tmp_path: Path) -> None:
+    """What ssh would run on the remote host, run here by bash: quoting of the settings
+    JSON and of the ring's hostfile must survive the trip."""
+    hostfile = read_hostfile(
+        write(
+            tmp_path,
+            [{"ssh": "127.0.0.1", "ips": ["10.0.0.1"]}, {"ssh": "m2", "ips": ["10.0.0.2"]}],
+        )
+    )
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        '#!/bin/sh\necho "$MLX_RANK|$MLX_SERVING_GROUP_BACKEND|$(cat "$MLX_HOSTFILE")|'
+        '$MLX_SERVING_GROUP_SETTINGS|$*"\n'
+    )
+    fake_python.chmod(0o755)
+    settings = json.dumps({"logging": {"format": '[%(name)s] it\'s "quoted" $HOME'}})
+    launcher = PeerLauncher(
+        hostfile, rank_environments(hostfile, "ring", 4000), settings, str(fake_python), print
+    )
+    command = launcher._ssh_command(1, "m2", {"MLX_SERVING_GROUP_SETTINGS": settings})
+    assert command[:2] == ["ssh", "-tt"] and command[-2] == "m2"
+    result = subprocess.run(["bash", "-c", command[-1]], capture_output=True, text=True, check=True)
+    rank, backend, ring, received, args = result.stdout.strip().split("|")
+    assert (rank, backend, args) == ("1", "ring", "-m mlx_serving peer")
+    assert json.loads(ring) == [["10.0.0.1:4000"], ["10.0.0.2:4001"]]
+    assert received == settings
+    launcher.stop(0)  # removes its folder of rank files
