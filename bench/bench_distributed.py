@@ -236,7 +236,10 @@ def throughput_rows(root: Path, args: argparse.Namespace) -> list[dict[str, Any]
     ]
     rows = []
     for name, runtime_args, distributed in setups:
-        env = {"MLX_SERVING_DISTRIBUTED__PORT": str(free_port_pair())}
+        env = {
+            "MLX_SERVING_DISTRIBUTED__PORT": str(free_port_pair()),
+            "MLX_SERVING_CACHE_DIR": str(root / "cache"),
+        }
         with RuntimeClient(args=runtime_args, env=env) as client:
             params: dict[str, Any] = {"model_id": "m", "local_path": str(model)}
             if distributed:

@@ -28,6 +28,10 @@ def free_port_pair() -> int:
 
 
 def start_group(hostfile: Path, **settings: str) -> RuntimeClient:
-    env = {"MLX_SERVING_DISTRIBUTED__PORT": str(free_port_pair())}
+    env = {
+        "MLX_SERVING_DISTRIBUTED__PORT": str(free_port_pair()),
+        # Pipeline loads may write a weight index under the cache: keep it out of $HOME.
+        "MLX_SERVING_CACHE_DIR": str(hostfile.parent / "cache"),
+    }
     env.update({f"MLX_SERVING_DISTRIBUTED__{k.upper()}": v for k, v in settings.items()})
     return RuntimeClient(args=["--hostfile", str(hostfile)], env=env)

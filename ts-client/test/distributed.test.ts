@@ -49,6 +49,7 @@ test('a rank killed mid-stream fails the stream; supervision restarts the group'
       // The ring listens on this port and the next; the restarted group binds them again.
       MLX_SERVING_DISTRIBUTED__PORT: String(await freePort()),
       MLX_SERVING_DISTRIBUTED__EXIT_AFTER_FAILURE_S: '0.5',
+      MLX_SERVING_CACHE_DIR: join(dir, 'cache'),
     },
     restart: { initialDelayMs: 50 },
     reloadModelsOnRestart: true,
