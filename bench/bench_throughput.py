@@ -277,6 +277,15 @@ class MlxLmServer:
             data=body,
             headers={"Content-Type": "application/json"},
         )
+        for attempt in range(5):
+            try:
+                return self._stream_once(request)
+            except ConnectionResetError:
+                # ThreadingHTTPServer's listen backlog is 5: a burst of 32 connects is reset.
+                time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError("mlx_lm.server kept resetting the connection")
+
+    def _stream_once(self, request: urllib.request.Request) -> int:
         chunks, usage = 0, None
         with urllib.request.urlopen(request, timeout=600) as response:
             for raw in response:
@@ -344,11 +353,10 @@ def main(argv: list[str] | None = None) -> int:
             tiny_batch = inprocess_batch_decode(models["tiny"], 256, repeat)
             tiny_runtime = runtime_decode(client, "tiny", 256, repeat)
             row("decode, tiny model", "tok/s", tiny_runtime, tiny_base, ">= 0.98")
+            # Why a lone stream bypasses the batch (engine/solo_decoder.py).
             row("  in-process BatchGenerator, tiny model", "tok/s", tiny_batch, tiny_base, "")
-            row("  runtime vs in-process BatchGenerator", "tok/s", tiny_runtime, tiny_batch, "")
-            for label, baseline in (("stream_generate", tiny_base), ("BatchGenerator", tiny_batch)):
-                overhead_us = (1 / tiny_runtime - 1 / baseline) * 1e6
-                rows.append((f"  per-token cost vs {label}", "µs", overhead_us, 0.0, "< 30 µs"))
+            overhead_us = (1 / tiny_runtime - 1 / tiny_base) * 1e6
+            rows.append(("  runtime cost per token", "µs", overhead_us, 0.0, "< 30 µs"))
 
             print("shared-prefix TTFT", file=sys.stderr)
             prefix = [10 + (i * 7) % 1000 for i in range(args.prefix)]
