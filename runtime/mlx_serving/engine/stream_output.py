@@ -69,6 +69,9 @@ class ActiveStream:
         request = self.request
         if failure is None and not self.assembler.stopped:
             self._emit(self.assembler.finish(), out)
+            if self.assembler.stopped and reason != "cancelled":
+                # The detokenizer held back the text that completed a stop sequence.
+                reason = "stop"
         guidance_valid = None
         if request.guidance is not None and failure is None:
             guidance_valid = request.guidance.validate("".join(self.text))
