@@ -121,13 +121,17 @@ class LockstepScheduler(Scheduler):
     def start(self, request: StreamRequest) -> None:
         with self._cond:
             failure = self._group.failure
-            if failure is None:
+            # _abandoned is set before _abort_all empties _admitted (under this lock) and
+            # before the group records its failure: checking both leaves no window in which
+            # a request joins a queue nobody will read again.
+            if failure is None and not self._abandoned:
                 self._admitted.append(request)
                 self._cond.notify()
                 return
         # The engine thread is gone: the stream ends here, still with its final event.
         out: list[Notification] = []
-        self._finish_unstarted(request, failure_message(failure), out)
+        reason = failure or "the engine stopped after a failed collective"
+        self._finish_unstarted(request, failure_message(reason), out)
         self._sink.emit(out)
 
     def model_loaded(self, loaded: LoadedModel) -> None:
