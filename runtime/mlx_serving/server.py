@@ -44,16 +44,25 @@ class NotificationSink:
         self._writer = writer
         self._encoder = msgspec.json.Encoder()
         self._observe = telemetry.observe if telemetry is not None and telemetry.active else None
+        # The engine thread emits, but so do others (a stream that cannot start, a
+        # watchdog ending a failed group's streams): one at a time, each batch whole.
+        self._lock = threading.Lock()
 
     def emit(self, notifications: list[tuple[str, msgspec.Struct]]) -> None:
-        if self._observe is not None:
-            events = self._observe(notifications)
-            if events:
-                notifications = notifications + events
-        encode = self._encoder.encode
-        self._writer.send_many(
-            [encode(NotificationFrame(method=m, params=p)) for m, p in notifications]
-        )
+        with self._lock:
+            if self._observe is not None:
+                try:
+                    events = self._observe(notifications)
+                except Exception:
+                    # Metrics must never cost a client its stream's frames.
+                    log.exception("telemetry failed to observe notifications")
+                    events = None
+                if events:
+                    notifications = notifications + events
+            encode = self._encoder.encode
+            self._writer.send_many(
+                [encode(NotificationFrame(method=m, params=p)) for m, p in notifications]
+            )
 
 
 class Runtime:
