@@ -5,6 +5,7 @@ exits (status 3) so that a supervisor restarts the group."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import time
 from pathlib import Path
@@ -38,7 +39,11 @@ def long_stream(i: int) -> dict[str, Any]:
 
 def assert_fails_cleanly(client: RuntimeClient, stream_ids: list[str], since: float) -> None:
     for stream_id in stream_ids:
-        result = client.collect(stream_id, timeout=15)
+        try:
+            result = client.collect(stream_id, timeout=15)
+        except queue.Empty:
+            log = "\n".join(client.stderr_lines[-60:])
+            pytest.fail(f"stream {stream_id} of {stream_ids} never ended; runtime log:\n{log}")
         assert result["event"]["event"] == "error", result["event"]
         assert "distributed group failed" in result["event"]["error"]
         assert result["stats"] is not None  # stats, then the final event, as always
