@@ -141,7 +141,10 @@ class RuntimeClient:
     def stream_events(self, stream_id: str, timeout: float = 120) -> Iterator[dict[str, Any]]:
         """The notifications of one stream up to and including its final event."""
         deadline = time.monotonic() + timeout
-        events = self._streams[stream_id]
+        # Under the lock: the reader thread may be creating this stream's queue right now,
+        # and two threads both missing the key would each make one (a frame then lost).
+        with self._cond:
+            events = self._streams[stream_id]
         while True:
             frame = events.get(timeout=max(deadline - time.monotonic(), 0.01))
             yield frame
