@@ -21,7 +21,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from .make_model import _redraw_weights
-from .tokenizer import train_tokenizer
+from .tokenizer import train_tokenizer, write_tokenizer_files
 
 VISION_TOKENS = [
     "<|vision_start|>",
@@ -120,21 +120,7 @@ def _write_tokenizer(out: Path, vocab_size: int) -> dict[str, int]:
     # Train the byte-level BPE a little smaller and append the vision tokens at its end.
     tokenizer = train_tokenizer(vocab_size - len(VISION_TOKENS))
     tokenizer.add_special_tokens(VISION_TOKENS)
-    tokenizer.save(str(out / "tokenizer.json"))
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "unk_token": None,
-        "add_bos_token": False,
-        "model_max_length": 4096,
-        "chat_template": CHAT_TEMPLATE,
-        "clean_up_tokenization_spaces": False,
-    }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    special = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    write_tokenizer_files(out, tokenizer, CHAT_TEMPLATE)
     # Its own chat_template.json, the place mlx-vlm's processors look first.
     (out / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
     ids: dict[str, int] = {}

@@ -49,6 +49,12 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
 
 def write_tokenizer(out_dir: Path, vocab_size: int) -> Tokenizer:
     tokenizer = train_tokenizer(vocab_size)
+    write_tokenizer_files(out_dir, tokenizer, CHAT_TEMPLATE)
+    return tokenizer
+
+
+def write_tokenizer_files(out_dir: Path, tokenizer: Tokenizer, chat_template: str) -> None:
+    """tokenizer.json and the HF config files mlx-lm's (and mlx-vlm's) loaders read."""
     tokenizer.save(str(out_dir / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -58,10 +64,9 @@ def write_tokenizer(out_dir: Path, vocab_size: int) -> Tokenizer:
         "unk_token": None,
         "add_bos_token": False,
         "model_max_length": 4096,
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template,
         "clean_up_tokenization_spaces": False,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     special = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    return tokenizer
