@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
 from ..config import Settings
 from ..engine import Engine
+from ..engine.loader import LoadedModel
 from ..engine.stream import StreamRequest, StreamSink
 from ..protocol.errors import GroupFailed, InvalidParams, ModelLoadError
 from ..protocol.methods import (
@@ -70,7 +70,7 @@ class DistributedEngine(Engine):
             strategy=params.distributed.strategy if params.distributed else None,
         )
 
-        def load_everywhere() -> Any:
+        def load_everywhere() -> LoadedModel:
             loaded = load_on_all_ranks(self.group.channel, op, self.settings.cache_dir)
             previous = self.models.put(loaded)
             self.lockstep.model_loaded(loaded)
@@ -81,17 +81,7 @@ class DistributedEngine(Engine):
             return loaded
 
         loaded = self.lockstep.run_task(op, load_everywhere)
-        return LoadModelResult(
-            model_id=loaded.model_id,
-            state="ready",
-            context_length=loaded.context_length,
-            parameter_count=loaded.parameter_count,
-            dtype=loaded.dtype,
-            is_vision_model=False,
-            cached_path=str(loaded.path),
-            draft=loaded.draft,
-            distributed=DistributedLoad(strategy=STRATEGIES[loaded.sharding]),
-        )
+        return loaded.load_result(distributed=DistributedLoad(strategy=STRATEGIES[loaded.sharding]))
 
     def unload(self, model_id: str) -> None:
         self._refuse_if_failed()

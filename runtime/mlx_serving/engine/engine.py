@@ -27,6 +27,7 @@ from .drafts import check_draft
 from .drafts import vocab_size as vocab_size_of
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
+from .prompts import require_one_prompt
 from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
 from .scheduler import Scheduler
@@ -85,16 +86,7 @@ class Engine:
             self.vision.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
         log.info("loaded %s from %s", params.model_id, model_dir)
         progress.reach("ready")
-        return LoadModelResult(
-            model_id=loaded.model_id,
-            state="ready",
-            context_length=loaded.context_length,
-            parameter_count=loaded.parameter_count,
-            dtype=loaded.dtype,
-            is_vision_model=False,
-            cached_path=str(loaded.path),
-            draft=loaded.draft,
-        )
+        return loaded.load_result()
 
     def unload(self, model_id: str) -> None:
         if self.models.remove(model_id) is not None:
@@ -233,22 +225,7 @@ class Engine:
         return check_draft(self.models.get(primary_id), self.models.get(draft_id))
 
     def _prompt_tokens(self, loaded: LoadedModel, params: GenerateParams) -> list[int]:
-        given = [
-            name
-            for name, value in (
-                ("prompt", params.prompt),
-                ("prompt_tokens", params.prompt_tokens),
-                ("messages", params.messages),
-            )
-            if value
-        ]
-        if len(given) != 1:
-            raise InvalidParams(
-                "prompt",
-                "exactly one of prompt, prompt_tokens or messages must be non-empty"
-                + (f" (got {', '.join(given)})" if given else ""),
-                "missing" if not given else "invalid",
-            )
+        require_one_prompt(params)
         tokenizer = loaded.tokenizer
         if params.prompt_tokens:
             vocab_size = vocab_size_of(loaded)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import ModelLoadError
+from ..protocol.methods import LoadModelResult
 from ..protocol.notifications import LoadStage
 
 
@@ -24,6 +25,20 @@ class LoadedModel:
     draft: bool
     # How the model is split over the ranks of a distributed runtime; None in one process.
     sharding: str | None = None
+
+    def load_result(self, **extra: Any) -> LoadModelResult:
+        """The load_model answer describing this model (`extra`: fields beyond the core)."""
+        return LoadModelResult(
+            model_id=self.model_id,
+            state="ready",
+            context_length=self.context_length,
+            parameter_count=self.parameter_count,
+            dtype=self.dtype,
+            is_vision_model=False,
+            cached_path=str(self.path),
+            draft=self.draft,
+            **extra,
+        )
 
 
 @dataclass(frozen=True)

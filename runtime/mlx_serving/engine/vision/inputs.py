@@ -14,6 +14,7 @@ from ...config import VisionConfig
 from ...protocol.errors import InvalidParams
 from ...protocol.methods import ChatMessage, GenerateParams, GenerateWithImageParams, ImagePart
 from ..drafts import vocab_size as vocab_size_of
+from ..prompts import require_one_prompt
 from .images import decode_image
 from .loader import LoadedVisionModel
 
@@ -38,22 +39,7 @@ def prepare_vision_inputs(
 ) -> VisionInputs:
     if params.draft_model is not None:
         raise InvalidParams("draft_model", "speculative decoding is not supported for vision")
-    given = [
-        name
-        for name, value in (
-            ("prompt", params.prompt),
-            ("prompt_tokens", params.prompt_tokens),
-            ("messages", params.messages),
-        )
-        if value
-    ]
-    if len(given) != 1:
-        raise InvalidParams(
-            "prompt",
-            "exactly one of prompt, prompt_tokens or messages must be non-empty"
-            + (f" (got {', '.join(given)})" if given else ""),
-            "missing" if not given else "invalid",
-        )
+    require_one_prompt(params)
     sources = _image_sources(params, limits)
     images = [decode_image(value, path, limits) for path, value in sources]
     if params.prompt_tokens:
