@@ -9,7 +9,7 @@ import jsonschema
 import msgspec
 
 from mlx_serving.handlers import RuntimeContext, build_methods
-from mlx_serving.protocol.export import build_files, build_schemas
+from mlx_serving.protocol.export import build_files, build_schemas, render
 from mlx_serving.protocol.methods import METHODS, GenerateParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,3 +59,29 @@ def test_transcripts_are_json_lines() -> None:
     for path in (ROOT / "protocol" / "fixtures").glob("*.jsonl"):
         for line in path.read_text().splitlines():
             assert {"send", "expect"} <= json.loads(line).keys()
+
+
+def test_descriptions_do_not_depend_on_how_msgspec_copied_the_docstring() -> None:
+    """One msgspec release dedents docstrings, another keeps their indentation."""
+    indented = {
+        "description": "First line (compat clients do\n    `new Error(error)`); more.",
+        "properties": {"description": {"type": "string", "description": "  Name.\n  "}},
+        "anyOf": [{"description": "A\n        b"}],
+    }
+    clean = {
+        "description": "First line (compat clients do\n`new Error(error)`); more.",
+        "properties": {"description": {"type": "string", "description": "Name."}},
+        "anyOf": [{"description": "A\nb"}],
+    }
+    assert render(indented) == render(clean)
+
+    class Documented(msgspec.Struct):
+        """Two lines,
+        the second indented as a docstring is."""
+
+        name: str
+
+    schema = msgspec.json.schema(Documented)
+    assert "the second indented" in render(schema)
+    assert "\\n        the second" not in render(schema)
+    assert "Two lines,\\nthe second indented" in render(schema)

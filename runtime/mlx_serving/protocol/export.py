@@ -7,6 +7,7 @@ fails on any difference, and the TypeScript types are generated from these files
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,24 @@ from .notifications import NOTIFICATIONS
 from .transcripts import TRANSCRIPTS
 
 REF_TEMPLATE = "#/$defs/{name}"
+
+
+def clean_descriptions(node: Any) -> Any:
+    """Every `description` string with its docstring indentation removed.
+
+    msgspec copies docstrings into descriptions, and whether it dedents them changed between
+    its releases; the committed files must not depend on which release produced them.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value).strip()
+            if key == "description" and isinstance(value, str)
+            else clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [clean_descriptions(item) for item in node]
+    return node
 
 
 def _document(title: str, entries: dict[str, Any]) -> dict[str, Any]:
@@ -92,7 +111,7 @@ def build_schemas() -> dict[str, dict[str, Any]]:
 
 
 def render(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(clean_descriptions(schema), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def build_files() -> dict[str, str]:

@@ -70,7 +70,7 @@ export interface BatchResult {
 }
 /**
  * One entry of a batch result: `error` is the message string (compat clients do
- *     `new Error(error)`); `error_code` and `error_data` carry the rest.
+ * `new Error(error)`); `error_code` and `error_data` carry the rest.
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "BatchItemResult".
@@ -98,8 +98,8 @@ export interface BatchGenerateParams {
 }
 /**
  * A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;
- *     upper bounds that depend on configuration (max_tokens, temperature) are checked by the
- *     handler against the runtime's limits.
+ * upper bounds that depend on configuration (max_tokens, temperature) are checked by the
+ * handler against the runtime's limits.
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "GenerateParams".
@@ -283,7 +283,7 @@ export interface DetokenizeResult {
 }
 /**
  * Fetch a snapshot from the Hugging Face Hub into the local cache; progress comes as
- *     `runtime.progress` notifications with task "download" and model_id = repo_id.
+ * `runtime.progress` notifications with task "download" and model_id = repo_id.
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "DownloadModelParams".
@@ -308,9 +308,9 @@ export interface DownloadModelResult {
 }
 /**
  * generate on a vision model with images beside the prompt. Each image is base64 or
- *     a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The
- *     prompt is rendered with the model's chat template and one placeholder per image, as
- *     mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).
+ * a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The
+ * prompt is rendered with the model's chat template and one placeholder per image, as
+ * mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "GenerateWithImageParams".
@@ -709,7 +709,7 @@ export interface HistogramSample {
 }
 /**
  * `cumulative` observations were at most `le` (one exactly on a bound counts in the
- *     bucket above: the collector's buckets are half-open); the last `le` is "+Inf".
+ * bucket above: the collector's buckets are half-open); the last `le` is "+Inf".
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "HistogramBucket".

@@ -70,7 +70,7 @@ export interface GenerationCompletedEvent {
 }
 /**
  * A failed stream (after its final event), a failed model load, or an internal error
- *     of a request. Mistakes of the caller (-32600 … -32602, -32005) are not events.
+ * of a request. Mistakes of the caller (-32600 … -32602, -32005) are not events.
  *
  * This interface was referenced by `NotificationSchemas`'s JSON-Schema
  * via the `definition` "RuntimeErrorEvent".
@@ -86,7 +86,7 @@ export interface RuntimeErrorEvent {
 }
 /**
  * The runtime's own state changes: "stopping" when shutdown begins, before its
- *     streams are ended.
+ * streams are ended.
  *
  * This interface was referenced by `NotificationSchemas`'s JSON-Schema
  * via the `definition` "RuntimeStatusEvent".

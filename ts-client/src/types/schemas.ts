@@ -270,7 +270,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "BatchItemResult": {
-      "description": "One entry of a batch result: `error` is the message string (compat clients do\n    `new Error(error)`); `error_code` and `error_data` carry the rest.",
+      "description": "One entry of a batch result: `error` is the message string (compat clients do\n`new Error(error)`); `error_code` and `error_data` carry the rest.",
       "properties": {
         "error": {
           "anyOf": [
@@ -727,7 +727,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "DownloadModelParams": {
-      "description": "Fetch a snapshot from the Hugging Face Hub into the local cache; progress comes as\n    `runtime.progress` notifications with task \"download\" and model_id = repo_id.",
+      "description": "Fetch a snapshot from the Hugging Face Hub into the local cache; progress comes as\n`runtime.progress` notifications with task \"download\" and model_id = repo_id.",
       "properties": {
         "allow_patterns": {
           "anyOf": [
@@ -908,7 +908,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "GenerateParams": {
-      "description": "A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;\n    upper bounds that depend on configuration (max_tokens, temperature) are checked by the\n    handler against the runtime's limits.",
+      "description": "A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;\nupper bounds that depend on configuration (max_tokens, temperature) are checked by the\nhandler against the runtime's limits.",
       "properties": {
         "draft_model": {
           "anyOf": [
@@ -1151,7 +1151,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "GenerateWithImageParams": {
-      "description": "generate on a vision model with images beside the prompt. Each image is base64 or\n    a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The\n    prompt is rendered with the model's chat template and one placeholder per image, as\n    mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).",
+      "description": "generate on a vision model with images beside the prompt. Each image is base64 or\na `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The\nprompt is rendered with the model's chat template and one placeholder per image, as\nmlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).",
       "properties": {
         "draft_model": {
           "anyOf": [
@@ -1419,7 +1419,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "HistogramBucket": {
-      "description": "`cumulative` observations were at most `le` (one exactly on a bound counts in the\n    bucket above: the collector's buckets are half-open); the last `le` is \"+Inf\".",
+      "description": "`cumulative` observations were at most `le` (one exactly on a bound counts in the\nbucket above: the collector's buckets are half-open); the last `le` is \"+Inf\".",
       "properties": {
         "cumulative": {
           "type": "integer"
@@ -2807,7 +2807,7 @@ export const notificationsSchema: SchemaDocument = {
       "type": "object"
     },
     "RuntimeErrorEvent": {
-      "description": "A failed stream (after its final event), a failed model load, or an internal error\n    of a request. Mistakes of the caller (-32600 … -32602, -32005) are not events.",
+      "description": "A failed stream (after its final event), a failed model load, or an internal error\nof a request. Mistakes of the caller (-32600 … -32602, -32005) are not events.",
       "properties": {
         "code": {
           "type": "integer"
@@ -2907,7 +2907,7 @@ export const notificationsSchema: SchemaDocument = {
       "type": "object"
     },
     "RuntimeStatusEvent": {
-      "description": "The runtime's own state changes: \"stopping\" when shutdown begins, before its\n    streams are ended.",
+      "description": "The runtime's own state changes: \"stopping\" when shutdown begins, before its\nstreams are ended.",
       "properties": {
         "active_streams": {
           "type": "integer"
