@@ -111,7 +111,8 @@ def build_schemas() -> dict[str, dict[str, Any]]:
 
 
 def render(schema: dict[str, Any]) -> str:
-    return json.dumps(clean_descriptions(schema), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    text = json.dumps(clean_descriptions(schema), indent=2, sort_keys=True, ensure_ascii=False)
+    return text + "\n"
 
 
 def build_files() -> dict[str, str]:
