@@ -125,7 +125,7 @@ class DistributedConfig(_Section):
     exit_after_failure_s: Annotated[float, Meta(ge=0.0)] | None = 10.0
 
 
-def _default_cache_dir() -> str:
+def default_cache_dir() -> str:
     return str(Path.home() / ".cache" / "mlx-serving")
 
 
@@ -133,7 +133,7 @@ class ModelsConfig(_Section):
     """`models`: defaults of load_model and bounds on what is resident."""
 
     # Runtime-owned files (GGUF imports under `gguf/`).
-    cache_dir: str = msgspec.field(default_factory=_default_cache_dir)
+    cache_dir: str = msgspec.field(default_factory=default_cache_dir)
     # Context length of a load_model that names none (capped at the model's own); null
     # uses the model's.
     default_context_length: Positive | None = None

