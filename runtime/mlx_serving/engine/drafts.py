@@ -12,13 +12,7 @@ from ..protocol.methods import (
     DraftPerformanceEstimate,
 )
 from .loader import LoadedModel
-
-
-def vocab_size(loaded: LoadedModel) -> int:
-    size = loaded.config.get("vocab_size")
-    if isinstance(size, int):
-        return size
-    return int(len(loaded.tokenizer.vocab))
+from .token_ids import vocab_size
 
 
 def check_draft(primary: LoadedModel, draft: LoadedModel) -> CheckDraftResult:
@@ -31,6 +25,13 @@ def check_draft(primary: LoadedModel, draft: LoadedModel) -> CheckDraftResult:
         errors.append(
             f"tokenizers differ: '{primary.model_id}' has {len(primary_vocab)} tokens, "
             f"'{draft.model_id}' has {len(draft_vocab)}, {differing} (token, id) pairs differ"
+        )
+    if vocab_size(draft) < vocab_size(primary):
+        # The target's sampled ids are fed to the draft's embedding, which MLX indexes
+        # without a bounds check.
+        errors.append(
+            f"'{draft.model_id}' embeds {vocab_size(draft)} token ids, fewer than the "
+            f"{vocab_size(primary)} of '{primary.model_id}'"
         )
     if set(primary.tokenizer.eos_token_ids) != set(draft.tokenizer.eos_token_ids):
         warnings.append("the models name different end-of-sequence tokens")

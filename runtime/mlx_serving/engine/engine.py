@@ -24,7 +24,6 @@ from ..protocol.methods import (
 )
 from ..protocol.notifications import LoadStage
 from .drafts import check_draft
-from .drafts import vocab_size as vocab_size_of
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
 from .prompts import require_one_prompt
@@ -32,6 +31,7 @@ from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
 from .scheduler import Scheduler
 from .stream import StreamRequest, StreamSink
+from .token_ids import check_token_ids, vocab_size
 from .vision import VisionEngine
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,7 @@ class Engine:
         self, model_id: str, tokens: list[int], skip_special_tokens: bool
     ) -> DetokenizeResult:
         loaded = self.models.get(model_id)
-        vocab_size = vocab_size_of(loaded)
-        for index, token in enumerate(tokens):
-            if token >= vocab_size:
-                raise InvalidParams(f"tokens[{index}]", f"token id {token} >= vocab {vocab_size}")
+        check_token_ids("tokens", tokens, vocab_size(loaded))
         text: str = loaded.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
         return DetokenizeResult(text=text)
 
@@ -146,17 +143,12 @@ class Engine:
                 f"exceeds the model's context length {loaded.context_length}",
                 "out_of_range",
             )
-        vocab_size = vocab_size_of(loaded)
-        for name, ids in (
-            ("stop_token_ids", params.stop_token_ids),
-            ("logit_bias", list(params.logit_bias or {})),
-        ):
-            for token in ids:
-                if token >= vocab_size:
-                    raise InvalidParams(name, f"token id {token} >= vocab {vocab_size}")
+        vocab = vocab_size(loaded)
+        check_token_ids("stop_token_ids", params.stop_token_ids, vocab)
+        check_token_ids("logit_bias", params.logit_bias or {}, vocab)
         guidance: StreamGuidance | None = None
         if params.guidance is not None:
-            guidance = self.guidance.compile(params.guidance, loaded, vocab_size)
+            guidance = self.guidance.compile(params.guidance, loaded, vocab)
         settings = SamplingSettings(
             temperature=params.temperature,
             top_p=params.top_p,
@@ -228,21 +220,21 @@ class Engine:
         require_one_prompt(params)
         tokenizer = loaded.tokenizer
         if params.prompt_tokens:
-            vocab_size = vocab_size_of(loaded)
-            for index, token in enumerate(params.prompt_tokens):
-                if token >= vocab_size:
-                    raise InvalidParams(
-                        f"prompt_tokens[{index}]", f"token id {token} >= vocab {vocab_size}"
-                    )
+            check_token_ids("prompt_tokens", params.prompt_tokens, vocab_size(loaded))
             return list(params.prompt_tokens)
         if params.messages:
-            return _render_chat(loaded, params.messages)
-        # The same rule as mlx_lm.stream_generate: add BOS unless the prompt carries it.
-        bos = tokenizer.bos_token
-        add_special = bos is None or not params.prompt.startswith(bos)
-        tokens: list[int] = tokenizer.encode(params.prompt, add_special_tokens=add_special)
-        if not tokens:
-            raise InvalidParams("prompt", "the prompt encodes to no tokens")
+            tokens = _render_chat(loaded, params.messages)
+            field = "messages"
+        else:
+            # The same rule as mlx_lm.stream_generate: add BOS unless the prompt carries it.
+            bos = tokenizer.bos_token
+            add_special = bos is None or not params.prompt.startswith(bos)
+            tokens = tokenizer.encode(params.prompt, add_special_tokens=add_special)
+            field = "prompt"
+            if not tokens:
+                raise InvalidParams("prompt", "the prompt encodes to no tokens")
+        # A tokenizer can know more ids (added tokens) than the model embeds.
+        check_token_ids(field, tokens, vocab_size(loaded))
         return tokens
 
     def distributed_status(self) -> DistributedStatus | msgspec.UnsetType:

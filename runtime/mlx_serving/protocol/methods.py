@@ -324,7 +324,7 @@ class GenerateParams(msgspec.Struct, kw_only=True):
         list[Annotated[str, Meta(min_length=1, max_length=100)]], Meta(max_length=10)
     ] = []
     stop_token_ids: Annotated[list[TokenId], Meta(max_length=100)] = []
-    logit_bias: dict[int, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
+    logit_bias: dict[TokenId, Annotated[float, Meta(ge=-100.0, le=100.0)]] | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0
     guidance: Guidance | None = None

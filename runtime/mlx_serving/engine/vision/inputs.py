@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from ...config import VisionConfig
 from ...protocol.errors import InvalidParams
 from ...protocol.methods import ChatMessage, GenerateParams, GenerateWithImageParams, ImagePart
-from ..drafts import vocab_size as vocab_size_of
 from ..prompts import require_one_prompt
+from ..token_ids import check_token_ids, vocab_size
 from .images import decode_image
 from .loader import LoadedVisionModel
 
@@ -136,12 +136,7 @@ def _render_messages(
 def _from_tokens(loaded: LoadedVisionModel, tokens: list[int]) -> VisionInputs:
     import mlx.core as mx
 
-    vocab_size = vocab_size_of(loaded)
-    for index, token in enumerate(tokens):
-        if token >= vocab_size:
-            raise InvalidParams(
-                f"prompt_tokens[{index}]", f"token id {token} >= vocab {vocab_size}"
-            )
+    check_token_ids("prompt_tokens", tokens, vocab_size(loaded))
     return VisionInputs(
         prompt="", prompt_tokens=list(tokens), tensors={"input_ids": mx.array([tokens])}
     )
