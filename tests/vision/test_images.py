@@ -76,6 +76,19 @@ def test_bad_images_are_rejected_before_decoding_pixels() -> None:
     assert "pixels" in rejected(b64(bomb_png()))
 
 
+def test_size_limit_counts_base64_characters_not_line_breaks() -> None:
+    # Just under the limit as decoded bytes; wrapped at 76 columns as MIME tools write it,
+    # the text is 1/76 longer, which must not count towards the limit.
+    data = os.urandom(60_000)
+    text = b64(data)
+    wrapped = "\r\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    limits = VisionConfig(max_image_bytes=60_000)
+    for value in (text, wrapped, data_uri(data)[:22] + wrapped):
+        message = rejected(value, limits)  # not an image, but not over the limit either
+        assert "not an image" in message, message
+    assert "over the size limit" in rejected(b64(data + b"x" * 4), limits)
+
+
 def error_of(client: RuntimeClient, method: str, params: dict[str, Any]) -> dict[str, Any]:
     response = client.request(method, {"model_id": "vlm", "max_tokens": 4, **params})
     assert "error" in response, response

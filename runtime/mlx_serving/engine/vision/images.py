@@ -52,17 +52,19 @@ def _payload(value: str, field: str) -> str:
 
 
 def _decode_base64(text: str, field: str, max_bytes: int) -> bytes:
-    # Every 4 characters carry 3 bytes: refuse an over-cap image before decoding any of it.
-    if (len(text) // 4) * 3 > max_bytes + 2:
-        raise InvalidParams(
-            field,
-            f"image is over the size limit: about {len(text) // 4 * 3} bytes decoded, "
-            f"limit {max_bytes} (vision.max_image_bytes)",
-            "out_of_range",
-        )
+    # Line breaks carry no data, so they come out before the size is estimated (the text
+    # itself is bounded by json_rpc.max_frame_bytes).
     raw = text.encode("ascii", errors="replace")
     if _WHITESPACE.search(raw):  # base64 wrapped into lines, as MIME tools write it
         raw = _WHITESPACE.sub(b"", raw)
+    # Every 4 characters carry 3 bytes: refuse an over-cap image before decoding any of it.
+    if (len(raw) // 4) * 3 > max_bytes + 2:
+        raise InvalidParams(
+            field,
+            f"image is over the size limit: about {len(raw) // 4 * 3} bytes decoded, "
+            f"limit {max_bytes} (vision.max_image_bytes)",
+            "out_of_range",
+        )
     try:
         data = base64.b64decode(raw, validate=True)
     except binascii.Error as exc:
