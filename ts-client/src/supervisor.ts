@@ -119,13 +119,17 @@ export class Supervisor {
 
   /** First start: resolves once the runtime answered `runtime/info`; no retries. */
   async start(): Promise<RuntimeInfo> {
+    if (this.isDisposed) throw new EngineDisposedError();
     this.phase = 'starting';
     this.hooks.status({ state: 'starting', attempt: 0 });
     try {
       const connection = await this.launch();
+      // dispose() ran while the probe was out: it ends this process, nothing becomes ready.
+      if (this.isDisposed) throw new EngineDisposedError();
       this.becomeReady(connection);
       return this.info!;
     } catch (error) {
+      if (this.isDisposed) throw new EngineDisposedError(); // shutdown() owns the phase now
       this.phase = 'stopped';
       this.lastError = error as Error;
       this.ready.reject(error as Error);
@@ -136,6 +140,8 @@ export class Supervisor {
 
   /** The ready connection; waits (up to `timeoutMs`) while a restart is under way. */
   async connection(timeoutMs: number, signal?: AbortSignal): Promise<RpcConnection> {
+    // Before the phase: a runtime that crashed before dispose() left its error behind.
+    if (this.isDisposed) throw new EngineDisposedError();
     switch (this.phase) {
       case 'ready':
         return this.current!;
@@ -154,6 +160,11 @@ export class Supervisor {
   dispose(): Promise<void> {
     this.disposed ??= this.shutdown();
     return this.disposed;
+  }
+
+  /** Once true, never false again: no process is spawned and nothing becomes ready. */
+  private get isDisposed(): boolean {
+    return this.disposed !== undefined;
   }
 
   private async shutdown(): Promise<void> {
@@ -207,7 +218,7 @@ export class Supervisor {
   }
 
   private onExit(connection: RpcConnection, info: ExitInfo): void {
-    if (this.phase === 'disposing' || this.phase === 'stopped') {
+    if (this.isDisposed || this.phase === 'stopped') {
       connection.close(new EngineDisposedError());
       return;
     }
@@ -219,11 +230,14 @@ export class Supervisor {
     this.ready = gate();
     clearTimeout(this.stableTimer);
     this.hooks.exited(error);
+    if (this.isDisposed) return; // an 'error' listener disposed the engine
     this.hooks.status({ state: 'exited', error });
     this.crashed(error);
   }
 
   private crashed(error: Error): void {
+    // A 'runtimeStatus' listener may have disposed the engine: then nothing restarts.
+    if (this.isDisposed) return;
     this.lastError = error;
     this.failures += 1;
     const policy = this.options.restart;
@@ -258,6 +272,7 @@ export class Supervisor {
   }
 
   private async restart(): Promise<void> {
+    if (this.isDisposed) return;
     this.phase = 'starting';
     this.hooks.status({ state: 'starting', attempt: this.failures });
     let connection: RpcConnection;

@@ -1,7 +1,8 @@
 /**
  * Supervision: a runtime killed with SIGKILL mid-stream fails the stream and the pending
  * requests at once with RuntimeExitedError, comes back (with its models when opted in) and
- * serves again; repeated crashes open the circuit breaker; dispose() ends the process.
+ * serves again; repeated crashes open the circuit breaker; dispose() ends the process, and
+ * once disposed nothing starts again, whenever dispose() came.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -9,6 +10,7 @@ import { describe, test } from 'node:test';
 import {
   CircuitOpenError,
   createEngine,
+  Engine,
   EngineDisposedError,
   RpcError,
   RuntimeExitedError,
@@ -168,6 +170,8 @@ describe('supervision policies (fake runtime)', () => {
     assert.ok(error instanceof RuntimeExitedError, String(error));
     assert.equal(error.exitCode, 1);
     await engine.dispose();
+    const late = await engine.runtimeState().catch((e: unknown) => e);
+    assert.ok(late instanceof EngineDisposedError, String(late));
   });
 
   test('dispose sends shutdown, and SIGKILLs a runtime that ignores it', async () => {
@@ -192,5 +196,88 @@ describe('supervision policies (fake runtime)', () => {
     );
     assert.ok(error instanceof RuntimeExitedError, String(error));
     assert.match(error.message, /could not be started: .*ENOENT/);
+  });
+});
+
+function alive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('dispose is final (fake runtime)', () => {
+  // A restart would follow a crash within 10 ms; the tests wait far longer for one.
+  const restart = { initialDelayMs: 10 };
+
+  test("an 'error' listener that disposes after a crash: nothing restarts", async () => {
+    const engine = await createEngine(fakeRuntimeOptions('normal', { restart }));
+    const statuses = statusLog(engine);
+    let disposed: Promise<void> | undefined;
+    engine.on('error', () => (disposed ??= engine.dispose()));
+    process.kill(engine.pid!, 'SIGKILL');
+    await eventually(() => disposed !== undefined, 5_000, 'the error event');
+    await disposed;
+    await sleep(300);
+    assert.deepEqual(
+      statuses.map((s) => s.state),
+      ['stopped'],
+    );
+    assert.ok(!alive(engine.pid));
+    const late = await engine.runtimeState().catch((e: unknown) => e);
+    assert.ok(late instanceof EngineDisposedError, String(late));
+  });
+
+  test("dispose() while the status is 'exited': nothing restarts", async () => {
+    const engine = await createEngine(fakeRuntimeOptions('normal', { restart }));
+    engine.on('error', () => {});
+    const statuses = statusLog(engine);
+    let disposed: Promise<void> | undefined;
+    engine.on('runtimeStatus', (status) => {
+      if (status.state === 'exited') disposed ??= engine.dispose();
+    });
+    process.kill(engine.pid!, 'SIGKILL');
+    await eventually(() => disposed !== undefined, 5_000, 'the exited status');
+    await disposed;
+    await sleep(300);
+    assert.deepEqual(
+      statuses.map((s) => s.state),
+      ['exited', 'stopped'],
+    );
+    assert.ok(!alive(engine.pid));
+  });
+
+  test('dispose() while the first start is probing: start() rejects and no runtime is left', async () => {
+    const engine = new Engine(fakeRuntimeOptions('normal', { restart }));
+    const statuses = statusLog(engine);
+    const starting = engine.start().catch((e: unknown) => e);
+    await engine.dispose();
+    const error = await starting;
+    assert.ok(error instanceof EngineDisposedError, String(error));
+    await sleep(300);
+    assert.deepEqual(
+      statuses.map((s) => s.state),
+      ['starting', 'stopped'],
+    );
+    assert.ok(!alive(engine.pid));
+    const again = await engine.start().catch((e: unknown) => e);
+    assert.ok(again instanceof EngineDisposedError, String(again));
+    assert.ok(!alive(engine.pid));
+  });
+
+  test('after a crash and a restart, calls after dispose() fail with EngineDisposedError', async () => {
+    const engine = await createEngine(fakeRuntimeOptions('normal', { restart }));
+    engine.on('error', () => {});
+    const statuses = statusLog(engine);
+    process.kill(engine.pid!, 'SIGKILL');
+    await eventually(() => statuses.some((s) => s.state === 'ready'), 5_000, 'the restart');
+    await engine.dispose();
+    const error = await engine.runtimeState().catch((e: unknown) => e);
+    assert.ok(error instanceof EngineDisposedError, String(error));
   });
 });
