@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -39,3 +41,29 @@ def b64(data: bytes) -> str:
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{b64(data)}"
+
+
+def tiled_tiff(width: int, height: int, tile: tuple[int, int]) -> bytes:
+    """An 8-bit grey deflate TIFF of width x height in one tile of tile[0] x tile[1]
+    pixels, all zero: the tile's data is a complete zlib stream of that many bytes."""
+    compressor = zlib.compressobj(9)
+    row = b"\0" * tile[0]
+    data = b"".join(compressor.compress(row) for _ in range(tile[1])) + compressor.flush()
+    data += b"\0" * (len(data) % 2)  # the IFD starts on a word boundary
+    entries = [  # (tag, type: 3 SHORT / 4 LONG, value), in tag order
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),  # bits per sample
+        (259, 3, 8),  # compression: deflate
+        (262, 3, 1),  # photometric: black is zero
+        (277, 3, 1),  # samples per pixel
+        (322, 4, tile[0]),
+        (323, 4, tile[1]),
+        (324, 4, 8),  # the tile's offset: right after the header
+        (325, 4, len(data)),
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, value in entries:
+        packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+        ifd += struct.pack("<HHI", tag, kind, 1) + packed
+    return struct.pack("<2sHI", b"II", 42, 8 + len(data)) + data + ifd + struct.pack("<I", 0)

@@ -13,7 +13,14 @@ import pytest
 pytest.importorskip("mlx_vlm", reason="the vision tests need the `vision` extra (mlx-vlm)")
 
 from PIL import Image  # noqa: E402
-from tests.vision.images import b64, bomb_png, data_uri, flat_png, noise_png  # noqa: E402
+from tests.vision.images import (  # noqa: E402
+    b64,
+    bomb_png,
+    data_uri,
+    flat_png,
+    noise_png,
+    tiled_tiff,
+)
 
 from mlx_serving.config import VisionConfig  # noqa: E402
 from mlx_serving.engine.vision.images import decode_image  # noqa: E402
@@ -74,6 +81,20 @@ def test_bad_images_are_rejected_before_decoding_pixels() -> None:
     assert "empty" in rejected("")
     assert "over the size limit" in rejected(b64(png), VisionConfig(max_image_bytes=1024))
     assert "pixels" in rejected(b64(bomb_png()))
+
+
+def test_tiff_tiles_larger_than_the_image_are_refused_before_decoding() -> None:
+    # libtiff inflates a whole tile at a time: a 16x16 image declaring one 4096x4096 tile
+    # (a 16 KB file) would make it allocate and fill 16 MiB; at 32768x32768, 1 GiB.
+    assert "tile" in rejected(b64(tiled_tiff(16, 16, (4096, 4096))))
+    # TIFF tiles are multiples of 16 in each dimension, so a tile may overhang the image
+    # by up to 15 pixels each way, no more.
+    assert "tile" in rejected(b64(tiled_tiff(16, 16, (32, 16))))
+    # Within the image's pixel count rounded up to whole tiles, but over the pixel limit.
+    limits = VisionConfig(max_image_pixels=1024)
+    assert "tile" in rejected(b64(tiled_tiff(1, 1024, (16, 1024))), limits)
+    image = decode_image(b64(tiled_tiff(20, 10, (32, 16))), "image", VisionConfig())
+    assert image.size == (20, 10)
 
 
 def test_size_limit_counts_base64_characters_not_line_breaks() -> None:

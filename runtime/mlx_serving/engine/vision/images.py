@@ -105,9 +105,46 @@ def _open(data: bytes, field: str, max_pixels: int) -> Image:
         )
     if width < 1 or height < 1:
         raise InvalidParams(field, f"image is {width}x{height}")
+    _check_tiles(image, field, max_pixels)
     try:
         image.load()  # decodes the pixels: a truncated or corrupt body fails here
         upright = ImageOps.exif_transpose(image)
         return upright.convert("RGB")
     except Exception as exc:
         raise InvalidParams(field, f"truncated or corrupt {image.format} image: {exc}") from exc
+
+
+def _check_tiles(image: Image, field: str, max_pixels: int) -> None:
+    """Refuse a TIFF whose tiles are larger than the image: libtiff allocates and inflates
+    a whole tile at a time, so a 16x16 image declaring one 32768x32768 tile costs 1 GiB.
+    Tiles are multiples of 16 in each dimension and may overhang the image by up to 15
+    pixels each way; more than that is no image a writer produces. Strips need no check:
+    libtiff sizes a strip by the image's height whatever its RowsPerStrip says."""
+    if image.format != "TIFF":
+        return
+    from PIL.TiffImagePlugin import TILELENGTH, TILEWIDTH
+
+    tags = image.tag_v2  # type: ignore[attr-defined]
+    tile_width, tile_height = tags.get(TILEWIDTH), tags.get(TILELENGTH)
+    if tile_width is None and tile_height is None:
+        return
+    if not isinstance(tile_width, int) or not isinstance(tile_height, int):
+        raise InvalidParams(field, "corrupt TIFF image: tile size missing or not a number")
+    width, height = image.size
+    if (
+        tile_width > _whole_tiles(width)
+        or tile_height > _whole_tiles(height)
+        or tile_width * tile_height > max_pixels
+    ):
+        raise InvalidParams(
+            field,
+            f"TIFF tile of {tile_width}x{tile_height} pixels in a {width}x{height} image: "
+            f"tiles may not be larger than the image, nor over {max_pixels} pixels "
+            "(vision.max_image_pixels)",
+            "out_of_range",
+        )
+
+
+def _whole_tiles(size: int) -> int:
+    """`size` rounded up to the 16-pixel steps TIFF tile sizes come in."""
+    return -(-size // 16) * 16
