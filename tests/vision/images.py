@@ -67,3 +67,18 @@ def tiled_tiff(width: int, height: int, tile: tuple[int, int]) -> bytes:
         packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
         ifd += struct.pack("<HHI", tag, kind, 1) + packed
     return struct.pack("<2sHI", b"II", 42, 8 + len(data)) + data + ifd + struct.pack("<I", 0)
+
+
+def short_png(width: int, height: int, rows: int) -> bytes:
+    """An 8-bit grey PNG declaring width x height whose compressed data is a complete zlib
+    stream of only `rows` rows (grey 128)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress((b"\0" + b"\x80" * width) * rows, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )

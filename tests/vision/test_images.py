@@ -19,6 +19,7 @@ from tests.vision.images import (  # noqa: E402
     data_uri,
     flat_png,
     noise_png,
+    short_png,
     tiled_tiff,
 )
 
@@ -81,6 +82,17 @@ def test_bad_images_are_rejected_before_decoding_pixels() -> None:
     assert "empty" in rejected("")
     assert "over the size limit" in rejected(b64(png), VisionConfig(max_image_bytes=1024))
     assert "pixels" in rejected(b64(bomb_png()))
+
+
+def test_png_data_cut_off_fails_but_data_that_ends_early_leaves_rows_black() -> None:
+    png = noise_png()
+    assert "truncated or corrupt" in rejected(b64(png[:-40]))  # cut inside the zlib stream
+    # A zlib stream that ends cleanly after one row: Pillow (like browsers) leaves the rest
+    # black. Not caught, but it costs no more than the pixels its header declares.
+    image = decode_image(b64(short_png(4096, 512, rows=1)), "image", VisionConfig())
+    assert image.size == (4096, 512)
+    assert image.getpixel((0, 0)) == (128, 128, 128)
+    assert image.getpixel((0, 1)) == (0, 0, 0)
 
 
 def test_tiff_tiles_larger_than_the_image_are_refused_before_decoding() -> None:

@@ -107,7 +107,10 @@ def _open(data: bytes, field: str, max_pixels: int) -> Image:
         raise InvalidParams(field, f"image is {width}x{height}")
     _check_tiles(image, field, max_pixels)
     try:
-        image.load()  # decodes the pixels: a truncated or corrupt body fails here
+        # Decodes the pixels: data cut off inside the compressed stream fails here. A PNG
+        # whose stream ends cleanly before the last row does not (Pillow, like browsers,
+        # leaves the missing rows black); it costs no more than its header's pixels.
+        image.load()
         upright = ImageOps.exif_transpose(image)
         return upright.convert("RGB")
     except Exception as exc:
