@@ -45,11 +45,15 @@ interface Waiter {
   reject(error: unknown): void;
 }
 
+const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+
 export class Generation implements AsyncIterable<GenerationChunk> {
   private readonly queue: GenerationChunk[] = [];
-  private waiter: Waiter | undefined;
+  /** next() calls waiting for a chunk, oldest first: an async generator queues them too. */
+  private readonly waiters: Waiter[] = [];
   private stats: StreamStats | undefined;
-  private failure: unknown;
+  /** The error to throw from the iteration, once; wrapped so that any value can be thrown. */
+  private failure: { error: unknown } | undefined;
   private ended = false;
   private drained = false; // the consumer stopped listening (break / return)
   private iterating = false;
@@ -88,7 +92,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         this.drained = true;
         this.queue.length = 0;
         this.cancel();
-        return { done: true, value: undefined };
+        return DONE;
       },
     };
   }
@@ -129,7 +133,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
 
   fail(error: unknown): void {
     if (this.ended) return;
-    this.failure = error;
+    this.failure = { error };
     this.end();
   }
 
@@ -143,44 +147,36 @@ export class Generation implements AsyncIterable<GenerationChunk> {
 
   private deliver(chunk: GenerationChunk): void {
     if (this.drained) return;
-    if (this.waiter) {
-      const waiter = this.waiter;
-      this.waiter = undefined;
-      waiter.resolve({ done: false, value: chunk });
-    } else {
-      this.queue.push(chunk);
-    }
+    const waiter = this.waiters.shift();
+    if (waiter) waiter.resolve({ done: false, value: chunk });
+    else this.queue.push(chunk);
   }
 
   private end(): void {
     this.ended = true;
-    if (this.waiter) {
-      const waiter = this.waiter;
-      this.waiter = undefined;
-      if (this.failure !== undefined && !this.drained) {
-        const failure = this.failure;
-        this.failure = undefined;
-        waiter.reject(failure);
-      } else {
-        waiter.resolve({ done: true, value: undefined });
-      }
+    // As in an async generator: the first waiting next() gets the error, the rest the end.
+    for (const waiter of this.waiters.splice(0)) {
+      const failure = this.takeFailure();
+      if (failure) waiter.reject(failure.error);
+      else waiter.resolve(DONE);
     }
     for (const listener of this.endListeners.splice(0)) listener();
+  }
+
+  /** The error to throw, once; none after the consumer stopped listening. */
+  private takeFailure(): { error: unknown } | undefined {
+    const failure = this.drained ? undefined : this.failure;
+    this.failure = undefined;
+    return failure;
   }
 
   private next(): Promise<IteratorResult<GenerationChunk>> {
     const chunk = this.queue.shift();
     if (chunk) return Promise.resolve({ done: false, value: chunk });
     if (this.ended || this.drained) {
-      if (this.failure !== undefined && !this.drained) {
-        const failure = this.failure;
-        this.failure = undefined; // thrown once; later calls report the end
-        return Promise.reject(failure);
-      }
-      return Promise.resolve({ done: true, value: undefined });
+      const failure = this.takeFailure();
+      return failure ? Promise.reject(failure.error) : Promise.resolve(DONE);
     }
-    return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
-    });
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 }
