@@ -118,6 +118,29 @@ def test_raw_prompt_is_not_templated(vision_runtime: RuntimeClient) -> None:
     assert plain["event"]["finish_reason"] == "length"
 
 
+def test_images_that_would_go_unused_are_refused(vision_runtime: RuntimeClient) -> None:
+    image = data_uri(flat_png())
+
+    def refused(method: str, params: dict[str, Any]) -> str:
+        response = vision_runtime.request(method, {"max_tokens": 4, **params})
+        error = response.get("error")
+        assert error is not None and error["code"] == -32602, response
+        field: str = error["data"]["field"]
+        return field
+
+    # generate takes images only as parts of messages: image/images are not ignored.
+    for model_id in ("vlm", "llama"):
+        assert refused("generate", {"model_id": model_id, "prompt": "x", "image": image}) == "image"
+        params = {"model_id": model_id, "prompt": "x", "images": [image]}
+        assert refused("generate", params) == "images"
+    # A raw prompt carries the placeholders itself: one per image, or an image is dropped.
+    raw = {"model_id": "vlm", "raw_prompt": True, "image": image}
+    assert refused("generate_with_image", {**raw, "prompt": "Describe."}) == "image"
+    one_placeholder = {**raw, "prompt": "<|image_pad|>Describe.", "images": [image]}
+    assert refused("generate_with_image", one_placeholder) == "images"
+    assert vision_runtime.call("runtime/state")["active_streams"] == 0
+
+
 def test_plain_base64_equals_data_uri(vision_runtime: RuntimeClient) -> None:
     assert (
         greedy(vision_runtime, image=b64(noise_png()))["generated"]

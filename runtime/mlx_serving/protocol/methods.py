@@ -303,7 +303,9 @@ Guidance = JsonSchemaGuidance | RegexGuidance | GrammarGuidance
 class GenerateParams(msgspec.Struct, kw_only=True):
     """A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;
     upper bounds that depend on configuration (max_tokens, temperature) are checked by the
-    handler against the runtime's limits."""
+    handler against the runtime's limits. `image` and `images` belong to
+    generate_with_image: generate refuses them (-32602) rather than run without them; its
+    images go in `messages` as image parts."""
 
     model_id: NonEmptyStr
     prompt: Annotated[str, Meta(max_length=1 * MiB)] = ""
@@ -331,16 +333,18 @@ class GenerateParams(msgspec.Struct, kw_only=True):
     draft_model: str | None = None
     num_draft_tokens: Annotated[int, Meta(ge=1, le=64)] = 3
     include_cumulative_text: bool = False
+    # Declared here, not only on generate_with_image, so that generate sees them to refuse.
+    image: str | None = None
+    images: Annotated[list[str], Meta(max_length=64)] = []
 
 
 class GenerateWithImageParams(GenerateParams, kw_only=True):
     """generate on a vision model with images beside the prompt. Each image is base64 or
     a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The
     prompt is rendered with the model's chat template and one placeholder per image, as
-    mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders)."""
+    mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders, one
+    per image)."""
 
-    image: str | None = None
-    images: Annotated[list[str], Meta(max_length=64)] = []
     raw_prompt: bool = False
 
 

@@ -99,7 +99,9 @@ export interface BatchGenerateParams {
 /**
  * A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;
  * upper bounds that depend on configuration (max_tokens, temperature) are checked by the
- * handler against the runtime's limits.
+ * handler against the runtime's limits. `image` and `images` belong to
+ * generate_with_image: generate refuses them (-32602) rather than run without them; its
+ * images go in `messages` as image parts.
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "GenerateParams".
@@ -108,6 +110,11 @@ export interface GenerateParams {
   draft_model?: string | null;
   frequency_penalty?: number;
   guidance?: (JsonSchemaGuidance | RegexGuidance | GrammarGuidance) | null;
+  image?: string | null;
+  /**
+   * @maxItems 64
+   */
+  images?: string[];
   include_cumulative_text?: boolean;
   logit_bias?: {
     [k: string]: number | undefined;
@@ -310,7 +317,8 @@ export interface DownloadModelResult {
  * generate on a vision model with images beside the prompt. Each image is base64 or
  * a `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The
  * prompt is rendered with the model's chat template and one placeholder per image, as
- * mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).
+ * mlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders, one
+ * per image).
  *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "GenerateWithImageParams".

@@ -908,7 +908,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "GenerateParams": {
-      "description": "A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;\nupper bounds that depend on configuration (max_tokens, temperature) are checked by the\nhandler against the runtime's limits.",
+      "description": "A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;\nupper bounds that depend on configuration (max_tokens, temperature) are checked by the\nhandler against the runtime's limits. `image` and `images` belong to\ngenerate_with_image: generate refuses them (-32602) rather than run without them; its\nimages go in `messages` as image parts.",
       "properties": {
         "draft_model": {
           "anyOf": [
@@ -955,6 +955,25 @@ export const methodsSchema: SchemaDocument = {
             }
           ],
           "default": null
+        },
+        "image": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "images": {
+          "default": [],
+          "items": {
+            "type": "string"
+          },
+          "maxItems": 64,
+          "type": "array"
         },
         "include_cumulative_text": {
           "default": false,
@@ -1151,7 +1170,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "GenerateWithImageParams": {
-      "description": "generate on a vision model with images beside the prompt. Each image is base64 or\na `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The\nprompt is rendered with the model's chat template and one placeholder per image, as\nmlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders).",
+      "description": "generate on a vision model with images beside the prompt. Each image is base64 or\na `data:image/…;base64,` URI; `image` (compat: one image) comes before `images`. The\nprompt is rendered with the model's chat template and one placeholder per image, as\nmlx-vlm's CLI does, unless `raw_prompt` (the prompt then carries its placeholders, one\nper image).",
       "properties": {
         "draft_model": {
           "anyOf": [

@@ -25,7 +25,11 @@ from ..loader import LoadedModel, resolve_model_dir
 from ..registry import ModelRegistry
 from ..scheduler import Scheduler
 from ..stream import StreamRequest, StreamSink
-from .inputs import VisionInputs, prepare_vision_inputs
+from .inputs import (
+    VisionInputs,
+    prepare_vision_inputs,
+    refuse_images_outside_generate_with_image,
+)
 from .lane import VisionLane
 from .loader import LoadedVisionModel, load_vision_model, require_mlx_vlm
 
@@ -75,11 +79,7 @@ class VisionEngine:
             trust_remote_code=params.trust_remote_code,
             dtype=params.dtype,
         )
-        previous = self._models.put(loaded)
-        if previous is not None:
-            reason = f"model '{params.model_id}' was replaced"
-            self._scheduler.fail_model(params.model_id, reason)
-            self.fail_model(params.model_id, reason)
+        self._models.put(loaded)  # a model it replaces is retired by the registry
         log.info("loaded vision model %s from %s", params.model_id, model_dir)
         return LoadVisionModelResult(
             model_id=loaded.model_id,
@@ -100,6 +100,7 @@ class VisionEngine:
 
     def prepare_inputs(self, loaded: LoadedModel, params: GenerateParams) -> VisionInputs | None:
         """The inputs of a request to a vision model; None for a text model's request."""
+        refuse_images_outside_generate_with_image(params)
         if not isinstance(loaded, LoadedVisionModel):
             if isinstance(params, GenerateWithImageParams):
                 raise InvalidParams(

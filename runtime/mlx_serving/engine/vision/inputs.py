@@ -53,7 +53,23 @@ def prepare_vision_inputs(
     else:
         text = params.prompt  # generate's prompt is sent as it is, as for text models
     field_name = sources[0][0] if len(sources) == 1 else ("images" if sources else "prompt")
+    if isinstance(params, GenerateWithImageParams) and params.raw_prompt and not params.messages:
+        _check_placeholders(loaded, text, len(images), field_name)
     return _process(loaded, text, images, field_name)
+
+
+def refuse_images_outside_generate_with_image(params: GenerateParams) -> None:
+    """generate has no use for image/images (its images are parts of messages): refuse
+    them rather than generate as if they had not been sent."""
+    if isinstance(params, GenerateWithImageParams):
+        return
+    for name, value in (("image", params.image), ("images", params.images)):
+        if value:
+            raise InvalidParams(
+                name,
+                "generate takes images only as image parts of messages; send image/images "
+                "with generate_with_image",
+            )
 
 
 def _image_sources(params: GenerateParams, limits: VisionConfig) -> list[tuple[str, str]]:
@@ -91,6 +107,23 @@ def _image_sources(params: GenerateParams, limits: VisionConfig) -> list[tuple[s
             "out_of_range",
         )
     return sources
+
+
+def _check_placeholders(
+    loaded: LoadedVisionModel, text: str, num_images: int, field_name: str
+) -> None:
+    """A raw prompt carries one placeholder per image: the processor silently leaves out
+    an image that has none. Only checked where the processor names its placeholder."""
+    placeholder = getattr(loaded.processor, "image_token", None)
+    if not isinstance(placeholder, str) or not placeholder:
+        return
+    found = text.count(placeholder)
+    if found != num_images:
+        raise InvalidParams(
+            field_name,
+            f"raw_prompt: the prompt holds {found} image placeholder(s) {placeholder!r} "
+            f"for {num_images} image(s); put one where each image goes",
+        )
 
 
 def _render_prompt(loaded: LoadedVisionModel, prompt: str, num_images: int) -> str:
