@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ...config import Settings
-from ...protocol.errors import InvalidParams, ModelLoadError
+from ...protocol.errors import InvalidParams, ModelLoadError, ModelNotLoaded
 from ...protocol.methods import (
     GenerateParams,
     GenerateWithImageParams,
@@ -49,6 +49,7 @@ class VisionEngine:
         self._models = models
         self._scheduler = scheduler
         self._lane = VisionLane(sink, scheduler.release)
+        # Guards the two fields below, and orders `start` against `fail_model`.
         self._lock = threading.Lock()
         # Prepared and acknowledged but not started yet: stream_id -> its inputs.
         self._prepared: dict[str, VisionInputs] = {}
@@ -94,7 +95,19 @@ class VisionEngine:
         )
 
     def fail_model(self, model_id: str, reason: str) -> None:
-        self._lane.fail_model(model_id, reason)
+        # Under the lock that `start` checks the registry under: a stream being started is
+        # then either refused there or already in the lane to be failed here.
+        with self._lock:
+            self._lane.fail_model(model_id, reason)
+
+    def _gone(self, model: LoadedModel) -> str | None:
+        """Why `model` can serve no stream (the reason unload_model and a reload give its
+        streams); None while the registry holds this very object under its id."""
+        try:
+            current = self._models.get(model.model_id)
+        except ModelNotLoaded:
+            return f"model '{model.model_id}' was unloaded"
+        return None if current is model else f"model '{model.model_id}' was replaced"
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -111,7 +124,18 @@ class VisionEngine:
             return None
         if params.guidance is not None:
             raise InvalidParams("guidance", "structured output is not supported for vision yet")
-        return prepare_vision_inputs(loaded, params, self._settings.vision)
+        inputs = prepare_vision_inputs(loaded, params, self._settings.vision)
+        # Images take seconds to process, and the model may have been unloaded or replaced
+        # meanwhile: refuse before a stream id is claimed, with the error of a request to a
+        # model that is not loaded.
+        current = self._models.get(loaded.model_id)
+        if current is not loaded:
+            raise ModelNotLoaded(
+                f"model '{loaded.model_id}' was replaced while the request was prepared; "
+                "send it again",
+                model_id=loaded.model_id,
+            )
+        return inputs
 
     def hold(self, stream_id: str, inputs: VisionInputs) -> None:
         """Keep a prepared stream's inputs until the client has its stream id."""
@@ -122,13 +146,14 @@ class VisionEngine:
         """Start a prepared vision stream; False when the request is not one."""
         with self._lock:
             inputs = self._prepared.pop(request.stream_id, None)
+            if inputs is None:
+                return False
             cancelled = request.stream_id in self._cancel_on_start
             self._cancel_on_start.discard(request.stream_id)
-        if inputs is None:
-            return False
-        self._lane.start(request, inputs)
-        if cancelled:
-            self._lane.cancel(request.stream_id)
+            # Unloaded or replaced since it was prepared: it ends with the error the
+            # model's other streams got, without running.
+            failure = self._gone(request.model)
+            self._lane.start(request, inputs, cancelled=cancelled, failure=failure)
         return True
 
     def cancel(self, stream_id: str) -> bool:

@@ -59,10 +59,23 @@ class VisionLane:
 
     # -- called from request threads -------------------------------------------------------
 
-    def start(self, request: StreamRequest, inputs: VisionInputs) -> None:
+    def start(
+        self,
+        request: StreamRequest,
+        inputs: VisionInputs,
+        *,
+        cancelled: bool = False,
+        failure: str | None = None,
+    ) -> None:
+        """Queue a stream; one cancelled or failed before it started is flagged in the same
+        step, so the lane ends it before it costs a token."""
         with self._cond:
             queue = self._waiting.setdefault(request.model.model_id, deque())
             queue.append(_Waiting(request, inputs))
+            if failure is not None:
+                self._failed[request.stream_id] = failure
+            elif cancelled:
+                self._cancelled.add(request.stream_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="vision", daemon=True)
                 self._thread.start()
