@@ -72,12 +72,7 @@ class DistributedEngine(Engine):
 
         def load_everywhere() -> LoadedModel:
             loaded = load_on_all_ranks(self.group.channel, op, self.settings.cache_dir)
-            previous = self.models.put(loaded)
-            self.lockstep.model_loaded(loaded)
-            if previous is not None:
-                self.scheduler.fail_model(
-                    loaded.model_id, f"model '{loaded.model_id}' was replaced"
-                )
+            self.models.put(loaded)  # a model it replaces is retired by the registry
             return loaded
 
         loaded = self.lockstep.run_task(op, load_everywhere)
@@ -88,7 +83,6 @@ class DistributedEngine(Engine):
 
         def unload_everywhere() -> None:
             super(DistributedEngine, self).unload(model_id)
-            self.lockstep.model_unloaded(model_id)
 
         self.lockstep.run_task(Unload(model_id), unload_everywhere)
 

@@ -94,7 +94,6 @@ class LockstepScheduler(Scheduler):
         self._journal: list[Op] = []
         self._tasks: list[_Task] = []
         self._task: _Task | None = None  # the one the engine thread runs now
-        self._current: dict[str, LoadedModel] = {}  # what every rank has loaded
         self._abort_lock = threading.Lock()
         self._abandoned = False
         self._pending_out: list[Notification] = []
@@ -134,12 +133,6 @@ class LockstepScheduler(Scheduler):
         self._finish_unstarted(request, failure_message(reason), out)
         self._sink.emit(out)
 
-    def model_loaded(self, loaded: LoadedModel) -> None:
-        self._current[loaded.model_id] = loaded
-
-    def model_unloaded(self, model_id: str) -> None:
-        self._current.pop(model_id, None)
-
     def stop(self, timeout: float = 2.0) -> None:
         super().stop(timeout)
         self._watchdog.close()
@@ -164,7 +157,7 @@ class LockstepScheduler(Scheduler):
         self,
         admitted: list[StreamRequest],
         stopping: bool,
-        retired: set[str],
+        retired: list[LoadedModel],
         out: list[Notification],
     ) -> bool:
         self._pending_out = out
@@ -209,16 +202,6 @@ class LockstepScheduler(Scheduler):
             else:
                 task.result.set_result(result)
             self._task = None
-
-    def _admit(self, request: StreamRequest, out: list[Notification]) -> None:
-        # A request prepared before its model was replaced would run on a model the other
-        # ranks no longer hold.
-        if self._current.get(request.model.model_id) is not request.model:
-            with self._cond:
-                self._fail_on_admit.setdefault(
-                    request.stream_id, f"model '{request.model.model_id}' was replaced"
-                )
-        super()._admit(request, out)
 
     def _new_lane(self, model: LoadedModel) -> BatchLane:
         return lockstep_lane(model, self._batch)

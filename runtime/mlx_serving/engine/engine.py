@@ -48,6 +48,7 @@ class Engine:
             sink, settings.limits.max_active_streams, settings.scheduler
         )
         self.vision = VisionEngine(settings, sink, self.models, self.scheduler)
+        self.models.on_retire(self._model_retired)
 
     # -- models ----------------------------------------------------------------------------
 
@@ -80,19 +81,20 @@ class Engine:
             draft=params.draft,
             dtype=params.dtype,
         )
-        previous = self.models.put(loaded)
-        if previous is not None:
-            self.scheduler.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
-            self.vision.fail_model(params.model_id, f"model '{params.model_id}' was replaced")
+        self.models.put(loaded)
         log.info("loaded %s from %s", params.model_id, model_dir)
         progress.reach("ready")
         return loaded.load_result()
 
     def unload(self, model_id: str) -> None:
-        if self.models.remove(model_id) is not None:
-            self.scheduler.fail_model(model_id, f"model '{model_id}' was unloaded")
-            self.vision.fail_model(model_id, f"model '{model_id}' was unloaded")
-        self.guidance.forget(model_id)
+        self.models.remove(model_id)
+
+    def _model_retired(self, model: LoadedModel, reason: str) -> None:
+        """End the streams of a model the registry let go of, whoever replaced it."""
+        self.scheduler.fail_model(model, reason)
+        self.vision.fail_model(model.model_id, reason)
+        # Its tokenizer may differ from the next model's under the same id.
+        self.guidance.forget(model.model_id)
 
     # -- tokenizer -------------------------------------------------------------------------
 

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import ModelLoadError
 from ..protocol.methods import LoadModelResult
 from ..protocol.notifications import LoadStage
+
+
+class Retirement:
+    """Why the registry let go of a model (replaced or unloaded); None while it serves.
+
+    Written once by the registry before it tells the schedulers; read at admission on the
+    engine threads, so a stream prepared on a model that was replaced meanwhile (and missed
+    by fail_model, which only sees started streams) never runs on it."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,7 @@ class LoadedModel:
     draft: bool
     # How the model is split over the ranks of a distributed runtime; None in one process.
     sharding: str | None = None
+    retirement: Retirement = field(default_factory=Retirement, compare=False, repr=False)
 
     def load_result(self, **extra: Any) -> LoadModelResult:
         """The load_model answer describing this model (`extra`: fields beyond the core)."""

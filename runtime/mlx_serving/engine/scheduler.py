@@ -16,6 +16,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
+import mlx.core as mx
+
 from ..config import SchedulerConfig
 from ..protocol.errors import InvalidParams, Overloaded
 from ..protocol.notifications import FinishReason, StreamFailed
@@ -59,7 +61,8 @@ class Scheduler:
         # cancelled or lose their model; these remember it until admission.
         self._cancel_on_admit: set[str] = set()
         self._fail_on_admit: dict[str, str] = {}
-        self._retired_models: set[str] = set()
+        # Models the registry let go of whose batch the engine thread still has to drop.
+        self._retired_models: list[LoadedModel] = []
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -99,21 +102,20 @@ class Scheduler:
             self._cond.notify()
             return True
 
-    def fail_model(self, model_id: str, reason: str) -> None:
+    def fail_model(self, model: LoadedModel, reason: str) -> None:
         """End every stream of a model with an error (the model is unloaded or replaced),
-        and drop its batch and prompt cache."""
+        and drop its batch and prompt cache. Streams started later on it fail at admission
+        (`LoadedModel.retirement`)."""
         with self._cond:
             for stream in self._streams.values():
-                if stream.request.model.model_id == model_id or _drafts_with(stream, model_id):
+                if _runs_on(stream.request, model):
                     stream.failure = reason
             for request in self._admitted + self._admitting:
                 if request.stream_id in self._streams:
                     continue  # already flagged above
-                if request.model.model_id == model_id or (
-                    request.draft is not None and request.draft.model_id == model_id
-                ):
+                if _runs_on(request, model):
                     self._fail_on_admit[request.stream_id] = reason
-            self._retired_models.add(model_id)
+            self._retired_models.append(model)
             self._cond.notify()
 
     @property
@@ -153,7 +155,7 @@ class Scheduler:
                 admitted, self._admitted = self._admitted, []
                 self._admitting = admitted
                 stopping = self._stopping
-                retired, self._retired_models = self._retired_models, set()
+                retired, self._retired_models = self._retired_models, []
             out: list[Notification] = []
             try:
                 if self._iterate(admitted, stopping, retired, out):
@@ -163,6 +165,9 @@ class Scheduler:
                 # forever. End what is live with the reason and go on serving.
                 log.exception("engine iteration failed")
                 self._fail_everything(f"internal error: {type(exc).__name__}: {exc}")
+            # While the thread waits for work, nothing of this pass may keep a model (and
+            # its weights) alive after an unload.
+            del admitted, retired, out
 
     def _fail_everything(self, reason: str) -> None:
         with self._cond:
@@ -189,23 +194,29 @@ class Scheduler:
             log.exception("could not emit the final events of failed streams")
 
     def _has_work(self) -> bool:
-        return bool(self._admitted or self._streams or self._stopping)
+        # A retired model wakes the thread too: its batch holds the weights until dropped.
+        return bool(self._admitted or self._streams or self._stopping or self._retired_models)
 
     def _iterate(
         self,
         admitted: list[StreamRequest],
         stopping: bool,
-        retired: set[str],
+        retired: list[LoadedModel],
         out: list[Notification],
     ) -> bool:
-        """One pass: admit, end what is flagged, step every batch, emit. True at the end."""
+        """One pass: end what is flagged, drop retired batches, admit, step every batch,
+        emit. True at the end.
+
+        Retired batches go before admission, so a stream of a reloaded model never meets
+        the batch of the model it replaced."""
+        self._end_flagged(stopping, out)
+        for model in retired:
+            self._drop_lane(model)
         for request in admitted:
             self._admit(request, out)
         with self._cond:
             self._admitting = []
         self._end_flagged(stopping, out)
-        for model_id in retired:
-            self._drop_lane(model_id)
         self._step_batches(out)
         self._step_speculative(out)
         if out:
@@ -213,8 +224,8 @@ class Scheduler:
         if stopping and not self._streams:
             with self._cond:
                 if not self._admitted:
-                    for model_id in list(self._lanes):
-                        self._drop_lane(model_id)
+                    for entry in list(self._lanes.values()):
+                        self._drop_lane(entry.model)
                     return True
         return False
 
@@ -227,7 +238,7 @@ class Scheduler:
             if request.stream_id in self._cancel_on_admit:
                 self._cancel_on_admit.discard(request.stream_id)
                 stream.cancel_reason = "cancelled"
-            stream.failure = self._fail_on_admit.pop(request.stream_id, None)
+            stream.failure = self._fail_on_admit.pop(request.stream_id, None) or _retired(request)
             self._streams[request.stream_id] = stream
         if stream.cancel_reason is not None or stream.failure is not None:
             return  # ended by _end_flagged before it costs any compute
@@ -247,7 +258,11 @@ class Scheduler:
     def _lane_for(self, model: LoadedModel) -> BatchLane:
         entry = self._lanes.get(model.model_id)
         if entry is not None and entry.model is not model:  # the id was loaded again
-            self._drop_lane(model.model_id)
+            # Retired batches are dropped before admission and retired models' streams fail
+            # there, so this one is empty; replacing a batch with streams would strand them.
+            if len(entry.lane):
+                raise RuntimeError(f"the replaced batch of '{model.model_id}' still runs")
+            self._drop_lane(entry.model)
             entry = None
         if entry is None:
             entry = self._lanes[model.model_id] = _ModelLane(model, self._new_lane(model))
@@ -263,13 +278,17 @@ class Scheduler:
             prefill_chunk_tokens=settings.prefill_chunk_tokens,
         )
 
-    def _drop_lane(self, model_id: str) -> None:
+    def _drop_lane(self, model: LoadedModel) -> None:
+        model_id = model.model_id
         entry = self._lanes.get(model_id)
-        if entry is None or len(entry.lane):
+        if entry is None or entry.model is not model or len(entry.lane):
             return
         with self._cond:
             del self._lanes[model_id]
         entry.lane.close()
+        # The batch's KV caches and the prompt cache go back to the system now, not at the
+        # next allocation.
+        mx.clear_cache()
         self._lane_dropped(model_id)
 
     def _end_flagged(self, stopping: bool, out: list[Notification]) -> None:
@@ -384,6 +403,12 @@ class Scheduler:
         return lane.step()
 
 
-def _drafts_with(stream: ActiveStream, model_id: str) -> bool:
-    draft = stream.request.draft
-    return draft is not None and draft.model_id == model_id
+def _runs_on(request: StreamRequest, model: LoadedModel) -> bool:
+    return request.model is model or request.draft is model
+
+
+def _retired(request: StreamRequest) -> str | None:
+    """Why a stream cannot run: its model (or draft) was retired after it was prepared."""
+    if request.draft is not None and request.draft.retirement.reason is not None:
+        return request.draft.retirement.reason
+    return request.model.retirement.reason
