@@ -191,8 +191,8 @@ async function chat(engine: Engine, values: Values): Promise<number> {
 }
 
 /**
- * Streams one generation to stdout; Ctrl-C (or `interrupt`) cancels it: the runtime ends it
- * `cancelled`.
+ * Streams one generation to stdout; Ctrl-C (or `interrupt`) cancels it: it ends `cancelled`
+ * at once, and the runtime is told in the background.
  */
 async function stream(
   engine: Engine,

@@ -90,8 +90,9 @@ export type GeneratorParams = GenerateParams & { structured?: StructuredOutput }
 export type VisionGeneratorParams = GenerateWithImageParams;
 
 export interface GeneratorOptions {
-  /** Aborting cancels the stream on the runtime; it then ends with finish reason `cancelled`.
-   * An already aborted signal fails the call at once with the signal's reason. */
+  /** Aborting ends the stream at once with finish reason `cancelled` (see
+   * `Generation.cancel`) and cancels it on the runtime in the background. An already aborted
+   * signal fails the call at once with the signal's reason. */
   signal?: AbortSignal;
   /** Timeout of the `generate` request itself (the acknowledgement, not the stream). */
   timeoutMs?: number;
@@ -319,19 +320,47 @@ export class Engine extends EventEmitter<EngineEvents> {
     const onAbort = () => generation.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     const stopIdleWatch = this.watchIdle(generation);
-    generation.onEnd(() => {
+    let started = false;
+    generation.onEnd((final) => {
       signal?.removeEventListener('abort', onAbort);
       stopIdleWatch();
       if (this.streams.get(streamId) === generation) this.streams.delete(streamId);
+      // A stream cancelled here ends before the runtime's completed event, which is dropped.
+      if (final && generation.cancelled && started) this.emitCompleted(generation, final);
     });
-    this.request(method, wire, { timeoutMs: options.timeoutMs ?? this.requestTimeoutMs }).then(
-      () => {
-        generation.acknowledge();
-        this.emit('generationStarted', { streamId, modelId: params.model_id });
-      },
-      (error: unknown) => generation.fail(error),
-    );
+    void this.sendGenerate(method, wire, generation, options.timeoutMs ?? this.requestTimeoutMs).then((acknowledged) => {
+      if (!acknowledged || generation.cancelled) return;
+      started = true;
+      this.emit('generationStarted', { streamId, modelId: params.model_id });
+    });
     return generation;
+  }
+
+  /**
+   * Sends the stream's `generate` unless it ended first: a stream cancelled while waiting
+   * for a (re)starting runtime, or in the tick it was created, never reaches the runtime.
+   * Resolves true once the runtime acknowledged it.
+   */
+  private async sendGenerate(
+    method: 'generate' | 'generate_with_image',
+    wire: GenerateParams,
+    generation: Generation,
+    timeoutMs: number,
+  ): Promise<boolean> {
+    const unsent = new AbortController();
+    generation.onEnd(() => unsent.abort());
+    try {
+      const started = Date.now();
+      const connection = await this.supervisor.connection(timeoutMs, unsent.signal);
+      if (generation.done) return false;
+      const remaining = timeoutMs ? Math.max(timeoutMs - (Date.now() - started), 1) : 0;
+      await connection.request(method, wire, { timeoutMs: remaining });
+      generation.acknowledge();
+      return true;
+    } catch (error) {
+      generation.fail(error);
+      return false;
+    }
   }
 
   /** Runs a generation to its end and returns the whole text. */
@@ -388,8 +417,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const arm = () => {
       clearTimeout(timer);
       timer = setTimeout(() => {
-        this.sendCancel(generation.streamId);
-        generation.fail(new RequestTimeoutError(`stream ${generation.streamId} (idle)`, ms));
+        generation.fail(new RequestTimeoutError(`stream ${generation.streamId} (idle)`, ms), { cancelOnRuntime: true });
       }, ms);
     };
     arm();
@@ -419,14 +447,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         if (!generation) return;
         if (event.event === 'completed') {
           const end = generation.complete(event);
-          if (end) {
-            this.emit('generationCompleted', {
-              streamId: end.streamId,
-              modelId: generation.modelId,
-              finishReason: end.finishReason,
-              stats: end.stats,
-            });
-          }
+          if (end) this.emitCompleted(generation, end);
         } else {
           const error = new StreamFailedError(event.stream_id, event.error, event.error_code ?? null);
           generation.fail(error);
@@ -471,11 +492,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.reportError(error);
       return;
     }
-    for (const generation of affected) {
-      // The runtime still runs it; stop it so it does not hold a slot.
-      this.sendCancel(generation.streamId);
-      generation.fail(error);
-    }
+    // The runtime still runs them; stop them so they do not hold slots.
+    for (const generation of affected) generation.fail(error, { cancelOnRuntime: true });
   }
 
   private onRuntimeExit(error: RuntimeExitedError): void {
@@ -514,6 +532,15 @@ export class Engine extends EventEmitter<EngineEvents> {
         );
       }
     }
+  }
+
+  private emitCompleted(generation: Generation, end: StatsChunk): void {
+    this.emit('generationCompleted', {
+      streamId: end.streamId,
+      modelId: generation.modelId,
+      finishReason: end.finishReason,
+      stats: end.stats,
+    });
   }
 
   private reportError(error: Error): void {

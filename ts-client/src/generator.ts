@@ -28,7 +28,8 @@ export interface StatsChunk {
   type: 'stats';
   streamId: string;
   finishReason: FinishReason;
-  /** The runtime's `stream.stats` (timings in seconds). */
+  /** The runtime's `stream.stats` (timings in seconds). A stream the client cancelled ends
+   * before the runtime's stats come: then they are the client's own count (see `cancel`). */
   stats: StreamStats;
 }
 
@@ -36,7 +37,7 @@ export type GenerationChunk = TokenChunk | StatsChunk;
 
 /** What a Generation needs from the engine. */
 export interface StreamControl {
-  /** Ask the runtime to cancel the stream (it then ends with finish reason `cancelled`). */
+  /** Ask the runtime to cancel the stream; nobody reads what it sends after that. */
   cancel(streamId: string): void;
 }
 
@@ -54,12 +55,18 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   private stats: StreamStats | undefined;
   /** The error to throw from the iteration, once; wrapped so that any value can be thrown. */
   private failure: { error: unknown } | undefined;
+  private final: StatsChunk | undefined;
   private ended = false;
+  private cancelledHere = false;
+  /** Ended here while the runtime may still run it: cancel it there once acknowledged. */
+  private stopOnRuntime = false;
   private drained = false; // the consumer stopped listening (break / return)
   private iterating = false;
   private acknowledged = false;
-  private cancelRequested = false;
-  private readonly endListeners: Array<() => void> = [];
+  private readonly createdAt = performance.now();
+  private firstTokenAt: number | undefined;
+  private tokensReceived = 0;
+  private readonly endListeners: Array<(final: StatsChunk | undefined) => void> = [];
 
   constructor(
     readonly streamId: string,
@@ -72,14 +79,25 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     return this.ended;
   }
 
+  /** True when `cancel()` (an abort, a `break`) ended the stream, not the runtime. */
+  get cancelled(): boolean {
+    return this.cancelledHere;
+  }
+
   /**
-   * Ends the stream early: the runtime is asked to cancel, and iteration ends with a
-   * `stats` chunk whose finish reason is `cancelled` (or the reason it had already ended with).
+   * Ends the stream now, whether or not the runtime answers (it may be stopped, restarting
+   * or slow): what was already received is still iterated, then a `stats` chunk with finish
+   * reason `cancelled`. Its stats are the runtime's when they had come, else the client's
+   * count: tokens received, times measured here, `prompt_tokens` 0 (unknown). The runtime is
+   * asked to cancel in the background, at once or when it acknowledges the stream. Nothing
+   * happens to a stream that has already ended.
    */
   cancel(): void {
-    if (this.ended || this.cancelRequested) return;
-    this.cancelRequested = true;
-    if (this.acknowledged) this.control.cancel(this.streamId);
+    if (this.ended) return;
+    this.cancelledHere = true;
+    const stats = this.stats ?? this.clientStats();
+    this.finish({ type: 'stats', streamId: this.streamId, finishReason: 'cancelled', stats });
+    this.stopRuntimeStream();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
@@ -91,7 +109,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
         // The consumer broke out of its loop: stop the stream and drop what it would send.
         this.drained = true;
         this.queue.length = 0;
-        this.cancel();
+        this.cancel(); // settles any next() still waiting
         return DONE;
       },
     };
@@ -99,14 +117,20 @@ export class Generation implements AsyncIterable<GenerationChunk> {
 
   // -- fed by the engine -----------------------------------------------------------------
 
-  /** The runtime acknowledged `generate`; a cancel asked for before now is sent now. */
+  /**
+   * The runtime acknowledged `generate`. A stream the client ended before (cancelled, timed
+   * out) still runs there, so it is cancelled now; one the runtime already ended is not.
+   */
   acknowledge(): void {
+    if (this.acknowledged) return;
     this.acknowledged = true;
-    if (this.cancelRequested && !this.ended) this.control.cancel(this.streamId);
+    if (this.stopOnRuntime) this.control.cancel(this.streamId);
   }
 
   pushChunk(chunk: StreamChunk): void {
     if (this.ended) return;
+    this.tokensReceived += 1;
+    this.firstTokenAt ??= performance.now();
     const token: TokenChunk = { type: 'token', streamId: this.streamId, text: chunk.token, tokenId: chunk.token_id };
     if (chunk.logprob !== undefined) token.logprob = chunk.logprob;
     if (chunk.top_logprobs !== undefined) token.topLogprobs = chunk.top_logprobs;
@@ -126,24 +150,36 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       return null;
     }
     const chunk: StatsChunk = { type: 'stats', streamId: this.streamId, finishReason: event.finish_reason, stats: this.stats };
-    this.deliver(chunk);
-    this.end();
+    this.finish(chunk);
     return chunk;
   }
 
-  fail(error: unknown): void {
+  /** `cancelOnRuntime`: the client gives up on a stream the runtime may still run. */
+  fail(error: unknown, options: { cancelOnRuntime?: boolean } = {}): void {
     if (this.ended) return;
     this.failure = { error };
     this.end();
+    if (options.cancelOnRuntime) this.stopRuntimeStream();
   }
 
-  /** Called once when the stream ends, however it ends. */
-  onEnd(listener: () => void): void {
-    if (this.ended) listener();
+  /** Called once when the stream ends, however it ends: with its stats chunk, if it has one. */
+  onEnd(listener: (final: StatsChunk | undefined) => void): void {
+    if (this.ended) listener(this.final);
     else this.endListeners.push(listener);
   }
 
   // -- internals -------------------------------------------------------------------------
+
+  private stopRuntimeStream(): void {
+    this.stopOnRuntime = true;
+    if (this.acknowledged) this.control.cancel(this.streamId);
+  }
+
+  private finish(chunk: StatsChunk): void {
+    this.final = chunk;
+    this.deliver(chunk);
+    this.end();
+  }
 
   private deliver(chunk: GenerationChunk): void {
     if (this.drained) return;
@@ -160,7 +196,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       if (failure) waiter.reject(failure.error);
       else waiter.resolve(DONE);
     }
-    for (const listener of this.endListeners.splice(0)) listener();
+    for (const listener of this.endListeners.splice(0)) listener(this.final);
   }
 
   /** The error to throw, once; none after the consumer stopped listening. */
@@ -178,5 +214,21 @@ export class Generation implements AsyncIterable<GenerationChunk> {
       return failure ? Promise.reject(failure.error) : Promise.resolve(DONE);
     }
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** What the client saw of a stream it ends before the runtime's stats came. */
+  private clientStats(): StreamStats {
+    const now = performance.now();
+    const first = this.firstTokenAt;
+    const decodeSeconds = first === undefined ? 0 : (now - first) / 1000;
+    return {
+      stream_id: this.streamId,
+      tokens_generated: this.tokensReceived,
+      prompt_tokens: 0,
+      time_to_first_token: first === undefined ? 0 : (first - this.createdAt) / 1000,
+      total_time: (now - this.createdAt) / 1000,
+      // Over the time after the first token, as the runtime counts it.
+      tokens_per_second: decodeSeconds > 0 ? (this.tokensReceived - 1) / decodeSeconds : 0,
+    };
   }
 }

@@ -161,7 +161,8 @@ describe('engine against the Python runtime', () => {
       { model_id: MODEL, prompt: 'Write forever.', max_tokens: 4000, temperature: 0.8 },
       { signal: controller.signal },
     );
-    controller.abort(); // the `generate` request is still in flight
+    await new Promise((resolve) => setImmediate(resolve)); // `generate` is sent, not yet answered
+    controller.abort();
     const chunks: GenerationChunk[] = [];
     for await (const chunk of generation) chunks.push(chunk);
     const end = chunks.at(-1) as StatsChunk;

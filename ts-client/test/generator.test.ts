@@ -52,3 +52,66 @@ test('a failure goes to the first waiting next(); the others see the end', async
   assert.equal(first, boom);
   assert.deepEqual(second, { done: true, value: undefined });
 });
+
+test('cancel() ends the stream at once, with the client counts, and cancels it on the runtime', async () => {
+  const { generation: g, cancels } = generation();
+  const iterator = g[Symbol.asyncIterator]();
+  g.acknowledge();
+  g.pushChunk(chunk('a', 1));
+  assert.equal(((await iterator.next()).value as { text: string }).text, 'a');
+  const waiting = iterator.next();
+  g.cancel();
+  const end = await waiting;
+  assert.ok(!end.done && end.value.type === 'stats');
+  assert.equal(end.value.finishReason, 'cancelled');
+  assert.equal(end.value.stats.tokens_generated, 1);
+  assert.equal(end.value.stats.prompt_tokens, 0);
+  assert.ok(end.value.stats.total_time >= 0);
+  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  assert.deepEqual(cancels, ['s1']);
+  assert.ok(g.done && g.cancelled);
+  // What the runtime sends afterwards is dropped.
+  g.pushChunk(chunk('late', 2));
+  g.complete({ stream_id: 's1', event: 'completed', finish_reason: 'cancelled' });
+  assert.deepEqual(await iterator.next(), { done: true, value: undefined });
+  assert.deepEqual(cancels, ['s1']);
+});
+
+test('a stream cancelled before its acknowledgement is cancelled on the runtime when it comes', async () => {
+  const { generation: g, cancels } = generation();
+  const ends: Array<string | undefined> = [];
+  g.onEnd((final) => ends.push(final?.finishReason));
+  g.cancel();
+  assert.deepEqual(cancels, []);
+  assert.deepEqual(ends, ['cancelled']);
+  g.acknowledge();
+  assert.deepEqual(cancels, ['s1']);
+});
+
+test('a stream the runtime already ended is not cancelled when its acknowledgement is handled', () => {
+  const { generation: g, cancels } = generation();
+  g.pushStats(stats);
+  g.complete({ stream_id: 's1', event: 'completed', finish_reason: 'stop' });
+  g.acknowledge();
+  g.cancel();
+  assert.deepEqual(cancels, []);
+  assert.equal(g.cancelled, false);
+});
+
+test('a client-side failure marked cancelOnRuntime cancels the stream there, once acknowledged', () => {
+  const { generation: g, cancels } = generation();
+  g.fail(new Error('idle'), { cancelOnRuntime: true });
+  assert.deepEqual(cancels, []);
+  g.acknowledge();
+  assert.deepEqual(cancels, ['s1']);
+});
+
+test('return() while a next() waits settles that next() with the end', async () => {
+  const { generation: g, cancels } = generation();
+  const iterator = g[Symbol.asyncIterator]();
+  g.acknowledge();
+  const waiting = iterator.next();
+  assert.deepEqual(await iterator.return!(), { done: true, value: undefined });
+  assert.deepEqual(await waiting, { done: true, value: undefined });
+  assert.deepEqual(cancels, ['s1']);
+});

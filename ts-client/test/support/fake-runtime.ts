@@ -67,8 +67,11 @@ function chunk(streamId: string, token: string, tokenId: number): Record<string,
 
 /** Streams (by prompt) that only end when cancelled. */
 const open = new Set<string>();
+/** `generate` requests received, reported by tokenize of 'count:generate'. */
+let generateCount = 0;
 
 function generate(id: unknown, params: Record<string, unknown>): void {
+  generateCount += 1;
   const streamId = String(params['stream_id']);
   const prompt = String(params['prompt'] ?? '');
   result(id, { stream_id: streamId, started_at: Date.now() / 1000 });
@@ -126,6 +129,9 @@ function tokenize(id: unknown, params: Record<string, unknown>): void {
       result(id, { tokens: [1], token_strings: ['x'.repeat(2 * 1024 * 1024)] });
       return;
     case 'no-answer':
+      return;
+    case 'count:generate':
+      result(id, { tokens: [generateCount], token_strings: [] });
       return;
     default:
       result(id, { tokens: [1, 2], token_strings: ['a', 'b'] });
