@@ -354,11 +354,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       const connection = await this.supervisor.connection(timeoutMs, unsent.signal);
       if (generation.done) return false;
       const remaining = timeoutMs ? Math.max(timeoutMs - (Date.now() - started), 1) : 0;
-      await connection.request(method, wire, { timeoutMs: remaining });
+      // An acknowledgement after the timeout still means a running stream: cancel it then.
+      await connection.request(method, wire, { timeoutMs: remaining, onLateResult: () => generation.acknowledge() });
       generation.acknowledge();
       return true;
     } catch (error) {
-      generation.fail(error);
+      generation.fail(error, { cancelOnRuntime: true });
       return false;
     }
   }

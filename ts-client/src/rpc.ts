@@ -13,6 +13,9 @@ export interface RequestOptions {
   timeoutMs?: number;
   /** Rejects the request with the signal's reason when aborted. */
   signal?: AbortSignal | undefined;
+  /** Called with the result that arrives after the request timed out or was aborted: what
+   * it started on the runtime (a stream) still runs there and nobody else will stop it. */
+  onLateResult?: ((result: unknown) => void) | undefined;
 }
 
 export interface RpcHandlers {
@@ -30,13 +33,15 @@ interface Pending {
   reject(error: Error): void;
 }
 
-/** Remembered so that their late answers are not mistaken for protocol violations. */
+/** Remembered so that their late answers are not mistaken for protocol violations (and a
+ * late result still reaches its request's onLateResult). */
 const ABANDONED_IDS_KEPT = 1024;
 
 export class RpcConnection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private readonly abandoned = new Set<number>();
+  /** Abandoned request ids, each with its late-result callback if it has one. */
+  private readonly abandoned = new Map<number, ((result: unknown) => void) | undefined>();
   private closedWith: Error | undefined;
 
   constructor(
@@ -55,13 +60,13 @@ export class RpcConnection {
 
   request<M extends MethodName>(method: M, params?: MethodParams<M>, options: RequestOptions = {}): Promise<MethodResult<M>> {
     if (this.closedWith) return Promise.reject(this.closedWith);
-    const { timeoutMs = 0, signal } = options;
+    const { timeoutMs = 0, signal, onLateResult } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.nextId++;
     return new Promise<MethodResult<M>>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const onAbort = () => {
-        this.abandon(id);
+        this.abandon(id, onLateResult);
         settle();
         reject(signal!.reason);
       };
@@ -82,7 +87,7 @@ export class RpcConnection {
       });
       if (timeoutMs > 0) {
         timer = setTimeout(() => {
-          this.abandon(id);
+          this.abandon(id, onLateResult);
           settle();
           reject(new RequestTimeoutError(method, timeoutMs));
         }, timeoutMs);
@@ -104,11 +109,11 @@ export class RpcConnection {
     for (const p of pending) p.reject(error);
   }
 
-  private abandon(id: number): void {
+  private abandon(id: number, onLateResult: ((result: unknown) => void) | undefined): void {
     this.pending.delete(id);
-    this.abandoned.add(id);
+    this.abandoned.set(id, onLateResult);
     if (this.abandoned.size > ABANDONED_IDS_KEPT) {
-      this.abandoned.delete(this.abandoned.values().next().value!);
+      this.abandoned.delete(this.abandoned.keys().next().value!);
     }
   }
 
@@ -161,8 +166,11 @@ export class RpcConnection {
     const isError = 'error' in frame;
     const envelope = this.validator.frame(isError ? 'error' : 'result', frame);
     if (!pending) {
-      if (typeof id === 'number' && this.abandoned.delete(id)) {
+      if (typeof id === 'number' && this.abandoned.has(id)) {
+        const onLateResult = this.abandoned.get(id);
+        this.abandoned.delete(id);
         this.logger.debug(`late answer to request ${id}, which timed out or was aborted`);
+        if (!isError && !envelope.length) onLateResult?.(frame['result']);
       } else if (isError && !envelope.length) {
         const error = (frame as unknown as ErrorFrame).error;
         this.handlers.protocolError(

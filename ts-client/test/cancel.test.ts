@@ -1,12 +1,13 @@
 /**
  * Cancellation seen from the engine (fake runtime): an abort ends the iteration at once
- * even when the runtime cannot answer, the runtime is told in the background, and a stream
- * that ends before its `generate` went out never reaches the runtime.
+ * even when the runtime cannot answer, the runtime is told in the background, a stream
+ * that ends before its `generate` went out never reaches the runtime, and one whose
+ * acknowledgement came too late is cancelled when it comes.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
-import { createEngine, type Engine, type GenerationChunk, type RuntimeStatus } from '../src/index.js';
+import { createEngine, RequestTimeoutError, type Engine, type GenerationChunk, type RuntimeStatus } from '../src/index.js';
 import { eventually, fakeRuntimeOptions } from './support/runtime.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -94,4 +95,32 @@ describe('abort and cancel (fake runtime)', () => {
       await engine.dispose();
     }
   });
+});
+
+test('streams whose generate acknowledgement timed out are cancelled when it comes late', async () => {
+  const engine = await createEngine(fakeRuntimeOptions('normal'));
+  const pid = engine.pid!;
+  try {
+    process.kill(pid, 'SIGSTOP');
+    const generations = Array.from({ length: 8 }, () =>
+      engine.createGenerator({ model_id: 'm', prompt: 'forever' }, { timeoutMs: 200 }),
+    );
+    const errors = await Promise.all(
+      generations.map(async (generation) => {
+        try {
+          for await (const chunk of generation) void chunk;
+        } catch (error) {
+          return error;
+        }
+        return undefined;
+      }),
+    );
+    for (const error of errors) assert.ok(error instanceof RequestTimeoutError, String(error));
+    process.kill(pid, 'SIGCONT');
+    await eventually(async () => (await engine.runtimeState()).active_streams === 0, 5_000, 'the late streams to be cancelled');
+    assert.equal(await generatesReceived(engine), 8);
+  } finally {
+    process.kill(pid, 'SIGCONT');
+    await engine.dispose();
+  }
 });
