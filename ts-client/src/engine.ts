@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
+import { onAbort } from './abort.js';
 import {
   EngineDisposedError,
   InvalidParamsError,
@@ -317,12 +318,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       return generation;
     }
     this.streams.set(streamId, generation);
-    const onAbort = () => generation.cancel();
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const stopAbortWatch = signal ? onAbort(signal, () => generation.cancel()) : () => {};
     const stopIdleWatch = this.watchIdle(generation);
     let started = false;
     generation.onEnd((final) => {
-      signal?.removeEventListener('abort', onAbort);
+      stopAbortWatch();
       stopIdleWatch();
       if (this.streams.get(streamId) === generation) this.streams.delete(streamId);
       // A stream cancelled here ends before the runtime's completed event, which is dropped.

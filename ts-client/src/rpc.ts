@@ -2,6 +2,7 @@
  * JSON-RPC over one runtime process: request ids, per-request timeouts, answers matched by
  * id (in any order), everything the runtime sends validated against the schemas.
  */
+import { onAbort } from './abort.js';
 import type { ClientLogger } from './logger.js';
 import type { RuntimeProcess } from './transport.js';
 import type { ErrorFrame, MethodName, MethodParams, MethodResult } from './types/index.js';
@@ -65,14 +66,16 @@ export class RpcConnection {
     const id = this.nextId++;
     return new Promise<MethodResult<M>>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
-      const onAbort = () => {
-        this.abandon(id, onLateResult);
-        settle();
-        reject(signal!.reason);
-      };
+      const unsubscribe = signal
+        ? onAbort(signal, () => {
+            this.abandon(id, onLateResult);
+            settle();
+            reject(signal.reason);
+          })
+        : undefined;
       const settle = () => {
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        unsubscribe?.();
       };
       this.pending.set(id, {
         method,
@@ -92,7 +95,6 @@ export class RpcConnection {
           reject(new RequestTimeoutError(method, timeoutMs));
         }, timeoutMs);
       }
-      signal?.addEventListener('abort', onAbort, { once: true });
       const frame: Record<string, unknown> = { jsonrpc: '2.0', method, id };
       if (params !== undefined) frame['params'] = params;
       // A dead process is reported through close() by the supervisor, at once.

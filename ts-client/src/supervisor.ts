@@ -6,6 +6,7 @@
  *   starting ──ready──▶ ready ──exit──▶ waiting (backoff) ──▶ starting …
  *                                         └─ too many crashes ─▶ circuit-open ──cool-down──▶ starting
  */
+import { onAbort } from './abort.js';
 import { CircuitOpenError, EngineDisposedError, RequestTimeoutError, RuntimeExitedError } from './errors.js';
 import type { ProtocolError } from './errors.js';
 import type { ClientLogger } from './logger.js';
@@ -301,13 +302,12 @@ export function waitFor<T>(promise: Promise<T>, timeoutMs: number, operation: st
   if (!timeoutMs && !signal) return promise;
   return new Promise<T>((resolve, reject) => {
     const timer = timeoutMs ? setTimeout(() => done(() => reject(new RequestTimeoutError(operation, timeoutMs))), timeoutMs) : undefined;
-    const onAbort = () => done(() => reject(signal!.reason));
+    const unsubscribe = signal ? onAbort(signal, () => done(() => reject(signal.reason))) : undefined;
     const done = (settle: () => void) => {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+      unsubscribe?.();
       settle();
     };
-    signal?.addEventListener('abort', onAbort, { once: true });
     promise.then(
       (value) => done(() => resolve(value)),
       (error: unknown) => done(() => reject(error)),

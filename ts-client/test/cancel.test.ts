@@ -124,3 +124,32 @@ test('streams whose generate acknowledgement timed out are cancelled when it com
     await engine.dispose();
   }
 });
+
+test('one AbortSignal shared by many live streams and calls prints no MaxListenersExceededWarning', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (warning: Error) => warnings.push(warning);
+  process.on('warning', onWarning);
+  const engine = await createEngine(fakeRuntimeOptions('normal'));
+  try {
+    const controller = new AbortController();
+    const { signal } = controller;
+    const iterators = Array.from({ length: 16 }, () =>
+      engine.createGenerator({ model_id: 'm', prompt: 'forever' }, { signal })[Symbol.asyncIterator](),
+    );
+    for (const iterator of iterators) assert.equal((await iterator.next()).value?.type, 'token');
+    await Promise.all(Array.from({ length: 16 }, () => engine.tokenize({ model_id: 'm', text: 'x' }, { signal })));
+    controller.abort();
+    for (const iterator of iterators) {
+      const end = await iterator.next();
+      assert.ok(!end.done && end.value.type === 'stats' && end.value.finishReason === 'cancelled');
+    }
+    await sleep(10); // Node emits warnings on a later tick
+    assert.deepEqual(
+      warnings.map((w) => w.name),
+      [],
+    );
+  } finally {
+    process.off('warning', onWarning);
+    await engine.dispose();
+  }
+});
