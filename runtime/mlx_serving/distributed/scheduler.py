@@ -29,12 +29,11 @@ from typing import Any, TypeVar
 
 from ..config import DistributedConfig, SchedulerConfig
 from ..engine.batch_lane import BatchLane, LaneToken
-from ..engine.detokenize import TextAssembler
 from ..engine.loader import LoadedModel
 from ..engine.prompt_cache import PromptCache
 from ..engine.scheduler import Scheduler
 from ..engine.stream import StreamRequest, StreamSink
-from ..engine.stream_output import ActiveStream, Notification
+from ..engine.stream_output import Notification, final_events
 from ..protocol.errors import GroupFailed
 from .group import Group, gather_status
 from .loading import RanksRefused
@@ -124,14 +123,13 @@ class LockstepScheduler(Scheduler):
             # before the group records its failure: checking both leaves no window in which
             # a request joins a queue nobody will read again.
             if failure is None and not self._abandoned:
-                self._admitted.append(request)
-                self._cond.notify()
+                self._enqueue(request)
                 return
         # The engine thread is gone: the stream ends here, still with its final event.
         out: list[Notification] = []
         reason = failure or "the engine stopped after a failed collective"
         self._finish_unstarted(request, failure_message(reason), out)
-        self._sink.emit(out)
+        self._emit(out)
 
     def stop(self, timeout: float = 2.0) -> None:
         super().stop(timeout)
@@ -180,7 +178,7 @@ class LockstepScheduler(Scheduler):
                 if not self._abandoned:
                     self._abandoned = True
                     self._abort_all(failure_message(reason), out)
-                    self._sink.emit(out)
+                    self._emit(out)
             self._group.fail(reason)
             return True
 
@@ -283,7 +281,7 @@ class LockstepScheduler(Scheduler):
             # until it takes the lock: its pending notifications and streams are ours.
             out = self._pending_out
             self._abort_all(failure_message(reason), out)
-            self._sink.emit(out)
+            self._emit(out)
         self._group.fail(reason)
 
     def _abort_all(self, reason: str, out: list[Notification]) -> None:
@@ -307,8 +305,7 @@ class LockstepScheduler(Scheduler):
     def _finish_unstarted(
         self, request: StreamRequest, reason: str, out: list[Notification]
     ) -> None:
-        assembler = TextAssembler(request.model.tokenizer.detokenizer, request.stop_sequences)
-        ActiveStream(request=request, assembler=assembler).finish(out, failure=reason)
+        final_events(request, out, failure=reason)
         self.release(request.stream_id)
 
 

@@ -20,14 +20,14 @@ import mlx.core as mx
 
 from ..config import SchedulerConfig
 from ..protocol.errors import InvalidParams, Overloaded
-from ..protocol.notifications import FinishReason, StreamFailed
+from ..protocol.notifications import FinishReason, StreamCompleted, StreamFailed
 from .batch_lane import BatchLane, LaneToken
 from .detokenize import TextAssembler
 from .loader import LoadedModel
 from .prompt_cache import PromptCache
 from .speculative_lane import SpeculativeLane
 from .stream import StreamRequest, StreamSink
-from .stream_output import ActiveStream, Notification
+from .stream_output import ActiveStream, Notification, final_events
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,12 @@ class Scheduler:
         self._fail_on_admit: dict[str, str] = {}
         # Models the registry let go of whose batch the engine thread still has to drop.
         self._retired_models: list[LoadedModel] = []
+        # Started streams whose final event has not reached the sink yet (under _cond).
+        self._unfinished: dict[str, StreamRequest] = {}
+        # Orders the engine thread's emits against stop() ending the streams itself; once
+        # `_output_closed` is set (under this lock) the engine thread's output is dropped.
+        self._emit_lock = threading.Lock()
+        self._output_closed = False
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -87,8 +93,13 @@ class Scheduler:
 
     def start(self, request: StreamRequest) -> None:
         with self._cond:
-            self._admitted.append(request)
-            self._cond.notify()
+            self._enqueue(request)
+
+    def _enqueue(self, request: StreamRequest) -> None:
+        """Hand a stream to the engine thread (the caller holds `_cond`)."""
+        self._unfinished[request.stream_id] = request
+        self._admitted.append(request)
+        self._cond.notify()
 
     def cancel(self, stream_id: str, reason: str = "cancelled") -> bool:
         with self._cond:
@@ -138,11 +149,43 @@ class Scheduler:
         }
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Cancel every stream (each still gets its final event), then end the thread."""
+        """Cancel every stream (each still gets its final event), then end the thread.
+
+        The thread notices between steps; a step can outlast `timeout` (a long prompt's
+        prefill chunk on a slow machine), and then the streams end from here instead."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the engine thread is still in a step; ending its streams from here")
+            self._end_unfinished()
+
+    def _end_unfinished(self) -> None:
+        with self._emit_lock:
+            self._output_closed = True
+            with self._cond:
+                requests, self._unfinished = list(self._unfinished.values()), {}
+                generated = {sid: stream.generated for sid, stream in self._streams.items()}
+            out: list[Notification] = []
+            for request in requests:
+                final_events(
+                    request, out, reason="cancelled", generated=generated.get(request.stream_id, 0)
+                )
+            self._sink.emit(out)
+
+    def _emit(self, out: list[Notification]) -> None:
+        """Hand one pass's notifications to the sink, unless stop() already ended the
+        streams itself (a chunk must never follow a stream's final event)."""
+        with self._emit_lock:
+            if self._output_closed:
+                return
+            self._sink.emit(out)
+            ended = [p.stream_id for m, p in out if isinstance(p, StreamCompleted | StreamFailed)]
+            if ended:
+                with self._cond:
+                    for stream_id in ended:
+                        self._unfinished.pop(stream_id, None)
 
     # -- the engine thread -----------------------------------------------------------------
 
@@ -189,7 +232,7 @@ class Scheduler:
                 self._streams.pop(stream.stream_id, None)
             self.release(stream.stream_id)
         try:
-            self._sink.emit(out)
+            self._emit(out)
         except Exception:
             log.exception("could not emit the final events of failed streams")
 
@@ -220,7 +263,7 @@ class Scheduler:
         self._step_batches(out)
         self._step_speculative(out)
         if out:
-            self._sink.emit(out)
+            self._emit(out)
         if stopping and not self._streams:
             with self._cond:
                 if not self._admitted:

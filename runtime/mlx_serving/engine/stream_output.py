@@ -129,3 +129,18 @@ def _top_logprobs(logprobs: mx.array, k: int) -> list[tuple[int, float]]:
     # Tokens masked out by guidance have -inf, which JSON cannot carry: they are not
     # alternatives at all, so they are left out.
     return [(tid, lp) for tid, lp in zip(ids, lps, strict=True) if lp > -math.inf]
+
+
+def final_events(
+    request: StreamRequest,
+    out: list[Notification],
+    *,
+    reason: FinishReason | None = None,
+    failure: str | None = None,
+    generated: int = 0,
+) -> None:
+    """The stats and final event of a stream ended from outside its run (never admitted,
+    or its engine thread is busy): no text is pending, `generated` tokens were sent."""
+    assembler = TextAssembler(request.model.tokenizer.detokenizer, [])
+    stream = ActiveStream(request=request, assembler=assembler, generated=generated)
+    stream.finish(out, reason=reason, failure=failure)
