@@ -34,6 +34,9 @@ READY_LINE = "MLX Runtime ready"
 # How long requests still running at shutdown may take to answer before they are answered
 # "shutting down"; short, since the runtime must exit within a second of stdin EOF.
 SHUTDOWN_GRACE_S = 0.3
+# How long a client that is not reading stdout can hold up the exit: past this, frames
+# that do not fit the outbound queue are dropped.
+SHUTDOWN_WRITE_S = 3.0
 
 
 class NotificationSink:
@@ -160,6 +163,7 @@ class Runtime:
 
     def close(self) -> None:
         log.info("shutting down")
+        self.writer.set_deadline(SHUTDOWN_WRITE_S)
         self.telemetry.runtime_stopping(self.engine.scheduler.active_count, len(self.engine.models))
         # First every request gets its answer (streams started by `generate` are then
         # known to the scheduler), then the scheduler ends the streams.

@@ -10,6 +10,7 @@ import os
 import select
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -124,6 +125,9 @@ class FrameWriter:
         self._burst = burst_bytes
         self._cond = threading.Condition()
         self._broken = False
+        # Once set (shutting down), no send waits past this monotonic time for a client
+        # that does not read: what does not fit by then is dropped.
+        self._deadline: float | None = None
         self._thread = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
         self._thread.start()
 
@@ -144,18 +148,30 @@ class FrameWriter:
             while self._queued_bytes and self._queued_bytes + size > self._max_bytes:
                 if self._broken:
                     return
-                self._cond.wait(0.5)
+                if self._deadline is not None and time.monotonic() >= self._deadline:
+                    log.warning("client not reading at shutdown: dropped %d frames", len(frames))
+                    return
+                self._cond.wait(0.5 if self._deadline is None else 0.05)
             if self._broken:
                 return
             self._frames.extend(f + b"\n" for f in frames)
             self._queued_bytes += size
             self._cond.notify_all()
 
+    def set_deadline(self, seconds: float) -> None:
+        """From now on, give a client that does not read at most `seconds` more: senders
+        blocked on the full queue give up then, so shutdown never waits on the client."""
+        with self._cond:
+            self._deadline = time.monotonic() + seconds
+            self._cond.notify_all()
+
     def close(self, timeout: float = 2.0) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued (until the deadline, if one is set), then stop."""
         with self._cond:
             self._frames.append(None)
             self._cond.notify_all()
+            if self._deadline is not None:
+                timeout = max(self._deadline - time.monotonic(), 0.0)
         self._thread.join(timeout)
 
     def _run(self) -> None:
