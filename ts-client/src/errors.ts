@@ -122,6 +122,15 @@ export class RequestTimeoutError extends MlxServingError {
   }
 }
 
+/** A request whose JSON is longer than the runtime accepts (`limits.max_frame_bytes`); not sent. */
+export class RequestTooLargeError extends MlxServingError {
+  constructor(readonly method: string, readonly bytes: number, readonly limitBytes: number) {
+    super('RequestTooLarge', `${method} request is ${bytes} bytes of JSON, over the runtime's max_frame_bytes (${limitBytes})`, {
+      details: { method, bytes, limitBytes },
+    });
+  }
+}
+
 /** The runtime crashed too often in a row; calls fail fast until `retryAt`. */
 export class CircuitOpenError extends MlxServingError {
   constructor(readonly retryAt: number, readonly lastError: Error | undefined) {

@@ -20,6 +20,7 @@ export {
   MlxServingError,
   ProtocolError,
   RequestTimeoutError,
+  RequestTooLargeError,
   RPC_CODE_NAMES,
   RpcError,
   RuntimeExitedError,

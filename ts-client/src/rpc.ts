@@ -6,7 +6,7 @@ import { onAbort } from './abort.js';
 import type { ClientLogger } from './logger.js';
 import type { RuntimeProcess } from './transport.js';
 import type { ErrorFrame, MethodName, MethodParams, MethodResult } from './types/index.js';
-import { ProtocolError, RequestTimeoutError, rpcErrorFrom } from './errors.js';
+import { ProtocolError, RequestTimeoutError, RequestTooLargeError, rpcErrorFrom } from './errors.js';
 import type { ProtocolValidator } from './validation.js';
 
 export interface RequestOptions {
@@ -44,6 +44,12 @@ export class RpcConnection {
   /** Abandoned request ids, each with its late-result callback if it has one. */
   private readonly abandoned = new Map<number, ((result: unknown) => void) | undefined>();
   private closedWith: Error | undefined;
+  /**
+   * The runtime's `limits.max_frame_bytes`, once its `runtime/info` told it. A longer line
+   * is dropped by the runtime with an answer of id null, which names no request: the call
+   * would only ever end by its timeout, so it is refused here instead.
+   */
+  maxFrameBytes: number | undefined;
 
   constructor(
     readonly process: RuntimeProcess,
@@ -64,6 +70,15 @@ export class RpcConnection {
     const { timeoutMs = 0, signal, onLateResult } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
     const id = this.nextId++;
+    const frame: Record<string, unknown> = { jsonrpc: '2.0', method, id };
+    if (params !== undefined) frame['params'] = params;
+    const line = JSON.stringify(frame);
+    // The limit is on UTF-8 bytes, which a string's length (UTF-16 units) undercounts; a
+    // unit is at most 3 bytes, so only lines over a third of the limit need counting.
+    if (this.maxFrameBytes !== undefined && line.length > this.maxFrameBytes / 3) {
+      const bytes = Buffer.byteLength(line);
+      if (bytes > this.maxFrameBytes) return Promise.reject(new RequestTooLargeError(method, bytes, this.maxFrameBytes));
+    }
     return new Promise<MethodResult<M>>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const unsubscribe = signal
@@ -95,10 +110,8 @@ export class RpcConnection {
           reject(new RequestTimeoutError(method, timeoutMs));
         }, timeoutMs);
       }
-      const frame: Record<string, unknown> = { jsonrpc: '2.0', method, id };
-      if (params !== undefined) frame['params'] = params;
       // A dead process is reported through close() by the supervisor, at once.
-      this.process.write(JSON.stringify(frame));
+      this.process.write(line);
     });
   }
 

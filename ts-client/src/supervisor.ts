@@ -200,6 +200,7 @@ export class Supervisor {
     process.once('exit', (info) => this.onExit(connection, info));
     try {
       this.info = await connection.request('runtime/info', undefined, { timeoutMs: this.options.startupTimeoutMs });
+      connection.maxFrameBytes = this.info.limits.max_frame_bytes;
       return connection;
     } catch (error) {
       process.kill('SIGKILL');

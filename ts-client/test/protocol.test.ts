@@ -11,6 +11,7 @@ import {
   createEngine,
   ProtocolError,
   RequestTimeoutError,
+  RequestTooLargeError,
   StreamFailedError,
   type Engine,
   type GenerationChunk,
@@ -136,4 +137,30 @@ test("the runtime's stderr goes to the client's logger, at the level its tag nam
     logged.map(([level]) => level),
     ['warn', 'warn', 'debug'],
   );
+});
+
+test("a request over the runtime's max_frame_bytes in UTF-8 fails at once, unsent", async () => {
+  const options = fakeRuntimeOptions('normal', { env: { FAKE_RUNTIME_MODE: 'normal', FAKE_MAX_FRAME_BYTES: '4096' } });
+  const engine = await createEngine(options);
+  const errors: Error[] = [];
+  engine.on('error', (error) => errors.push(error));
+  try {
+    assert.equal(engine.info?.limits.max_frame_bytes, 4096);
+    const started = Date.now();
+    // 2,000 characters, under the limit as a count of characters, but 6,000 bytes of UTF-8.
+    const error = await engine.tokenize({ model_id: 'm', text: '€'.repeat(2000) }, { timeoutMs: 2_000 }).catch((e: unknown) => e);
+    assert.ok(error instanceof RequestTooLargeError, String(error));
+    assert.equal(error.code, 'RequestTooLarge');
+    assert.equal(error.method, 'tokenize');
+    assert.equal(error.limitBytes, 4096);
+    assert.ok(error.bytes > 6000, String(error.bytes));
+    assert.ok(Date.now() - started < 500);
+    const stream = await collect(engine.createGenerator({ model_id: 'm', prompt: '€'.repeat(2000) })).catch((e: unknown) => e);
+    assert.ok(stream instanceof RequestTooLargeError, String(stream));
+    // Under the limit in bytes, it goes out and is answered.
+    assert.deepEqual((await engine.tokenize({ model_id: 'm', text: '€'.repeat(1000) })).tokens, [1, 2]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await engine.dispose();
+  }
 });

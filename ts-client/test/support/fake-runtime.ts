@@ -5,10 +5,12 @@
  *
  * Modes: "normal"; "bad-info" (runtime/info lacks fields); "crash-after-ready" (exits 1
  * shortly after answering runtime/info); "ignore-shutdown" (never exits on shutdown).
+ * FAKE_MAX_FRAME_BYTES sets the frame limit it reports and enforces as the runtime does.
  */
 import { createInterface } from 'node:readline';
 
 const mode = process.env['FAKE_RUNTIME_MODE'] ?? 'normal';
+const maxFrameBytes = Number(process.env['FAKE_MAX_FRAME_BYTES'] ?? 1 << 24);
 
 type Frame = { id?: unknown; method?: string; params?: Record<string, unknown> };
 
@@ -36,7 +38,7 @@ const info = {
   native: {},
   native_notes: {},
   limits: {
-    max_frame_bytes: 1 << 24,
+    max_frame_bytes: maxFrameBytes,
     max_output_line_bytes: 1 << 24,
     max_tokens: 4096,
     max_temperature: 2,
@@ -140,6 +142,12 @@ function tokenize(id: unknown, params: Record<string, unknown>): void {
 
 const lines = createInterface({ input: process.stdin });
 lines.on('line', (line) => {
+  const size = Buffer.byteLength(line);
+  if (size > maxFrameBytes) {
+    // As the runtime answers a line it did not read: no id to answer to.
+    send({ jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: frame of ${size} bytes exceeds ${maxFrameBytes}` } });
+    return;
+  }
   const frame = JSON.parse(line) as Frame;
   const params = frame.params ?? {};
   switch (frame.method) {
