@@ -208,6 +208,15 @@ class VisionConfig(_Section):
     # small file can declare a huge image). 32 Mi pixels: a 48-megapixel photo is refused.
     max_image_pixels: Positive = 32 * 1024 * 1024
     max_images_per_request: Annotated[int, Meta(ge=1, le=64)] = 8
+    # Pixels of all the images of one request, from their headers; over it: -32602. Decoding
+    # and the model's processor hold about 9 bytes a pixel at the peak (Qwen2-VL), so 128 Mi
+    # pixels (four images at max_image_pixels) is about 1.1 GiB.
+    max_request_pixels: Positive = 128 * 1024 * 1024
+    # Pixels that image work of all requests together may hold at once. A request that does
+    # not fit waits for room in arrival order, up to pixel_wait_ms, then gets -32006 with
+    # retry_after_ms. One larger than this runs when no other image work is in flight.
+    max_pixels_in_flight: Positive = 128 * 1024 * 1024
+    pixel_wait_ms: Annotated[int, Meta(ge=0, le=60_000)] = 1000
 
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -43,11 +43,13 @@ class ValidationErrorData(msgspec.Struct, kw_only=True, tag="ValidationError", t
 class ModelErrorData(
     msgspec.Struct, kw_only=True, omit_defaults=True, tag="ApplicationError", tag_field="type"
 ):
-    """`error.data` of the application errors (-32001 … -32099)."""
+    """`error.data` of the application errors (-32001 … -32099). `retry_after_ms`: for
+    -32006, about how long to wait before sending the request again, where known."""
 
     model_id: str | None = None
     stream_id: str | None = None
     detail: str | None = None
+    retry_after_ms: int | None = None
 
 
 class ErrorObject(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -115,6 +117,19 @@ class ModelNotLoaded(AppError):
 
 class Overloaded(AppError):
     code = OVERLOADED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model_id: str | None = None,
+        stream_id: str | None = None,
+        retry_after_ms: int | None = None,
+    ) -> None:
+        super().__init__(message, model_id=model_id, stream_id=stream_id)
+        self.data = ModelErrorData(
+            model_id=model_id, stream_id=stream_id, retry_after_ms=retry_after_ms
+        )
 
 
 class Cancelled(AppError):

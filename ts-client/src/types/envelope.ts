@@ -51,7 +51,8 @@ export interface ValidationIssue {
   path: string;
 }
 /**
- * `error.data` of the application errors (-32001 … -32099).
+ * `error.data` of the application errors (-32001 … -32099). `retry_after_ms`: for
+ * -32006, about how long to wait before sending the request again, where known.
  *
  * This interface was referenced by `EnvelopeSchemas`'s JSON-Schema
  * via the `definition` "ModelErrorData".
@@ -59,6 +60,7 @@ export interface ValidationIssue {
 export interface ModelErrorData {
   detail?: string | null;
   model_id?: string | null;
+  retry_after_ms?: number | null;
   stream_id?: string | null;
   type: "ApplicationError";
 }

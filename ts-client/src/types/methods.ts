@@ -599,6 +599,9 @@ export interface VisionConfig {
   max_image_bytes?: number;
   max_image_pixels?: number;
   max_images_per_request?: number;
+  max_pixels_in_flight?: number;
+  max_request_pixels?: number;
+  pixel_wait_ms?: number;
 }
 /**
  * A runtime serving across several ranks (`--hostfile`); rank 0 answers.

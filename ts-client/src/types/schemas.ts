@@ -63,7 +63,7 @@ export const envelopeSchema: SchemaDocument = {
       "type": "object"
     },
     "ModelErrorData": {
-      "description": "`error.data` of the application errors (-32001 … -32099).",
+      "description": "`error.data` of the application errors (-32001 … -32099). `retry_after_ms`: for\n-32006, about how long to wait before sending the request again, where known.",
       "properties": {
         "detail": {
           "anyOf": [
@@ -80,6 +80,17 @@ export const envelopeSchema: SchemaDocument = {
           "anyOf": [
             {
               "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "retry_after_ms": {
+          "anyOf": [
+            {
+              "type": "integer"
             },
             {
               "type": "null"
@@ -2447,6 +2458,22 @@ export const methodsSchema: SchemaDocument = {
           "default": 8,
           "maximum": 64,
           "minimum": 1,
+          "type": "integer"
+        },
+        "max_pixels_in_flight": {
+          "default": 134217728,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "max_request_pixels": {
+          "default": 134217728,
+          "minimum": 1,
+          "type": "integer"
+        },
+        "pixel_wait_ms": {
+          "default": 1000,
+          "maximum": 60000,
+          "minimum": 0,
           "type": "integer"
         }
       },

@@ -25,6 +25,7 @@ from ..loader import LoadedModel, resolve_model_dir
 from ..registry import ModelRegistry
 from ..scheduler import Scheduler
 from ..stream import StreamRequest, StreamSink
+from .budget import PixelBudget
 from .inputs import (
     VisionInputs,
     prepare_vision_inputs,
@@ -49,6 +50,8 @@ class VisionEngine:
         self._models = models
         self._scheduler = scheduler
         self._lane = VisionLane(sink, scheduler.release)
+        limits = settings.vision
+        self._pixels = PixelBudget(limits.max_pixels_in_flight, limits.pixel_wait_ms / 1000)
         # Guards the two fields below, and orders `start` against `fail_model`.
         self._lock = threading.Lock()
         # Prepared and acknowledged but not started yet: stream_id -> its inputs.
@@ -124,7 +127,7 @@ class VisionEngine:
             return None
         if params.guidance is not None:
             raise InvalidParams("guidance", "structured output is not supported for vision yet")
-        inputs = prepare_vision_inputs(loaded, params, self._settings.vision)
+        inputs = prepare_vision_inputs(loaded, params, self._settings.vision, self._pixels)
         # Images take seconds to process, and the model may have been unloaded or replaced
         # meanwhile: refuse before a stream id is claimed, with the error of a request to a
         # model that is not loaded.

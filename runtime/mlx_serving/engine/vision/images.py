@@ -6,6 +6,10 @@ before decoding, only common raster formats are opened (Pillow can open many mor
 through external programs), and the pixel count is read from the header before a single
 pixel is decoded, so a small file declaring a huge image (a decompression bomb) costs
 nothing. Each failure is a -32602 naming the request field that held the image.
+
+Reading the header (`open_image`) and decoding the pixels (`decode`) are separate steps,
+so that a request's pixels are known, and leased from the budget of image work in flight
+(budget.py), before any of them is decoded.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import binascii
 import io
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...config import VisionConfig
@@ -29,10 +34,47 @@ _DATA_URI = re.compile(r"data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*),", re.ASCII
 _WHITESPACE = re.compile(rb"\s+")
 
 
-def decode_image(value: str, field: str, limits: VisionConfig) -> Image:
-    """The RGB image `value` holds, upright (EXIF orientation applied)."""
+@dataclass(frozen=True)
+class OpenedImage:
+    """An image whose header has been read and checked; no pixel is decoded yet."""
+
+    field: str  # the request field that held it
+    image: Image
+    # What decoding it holds at once: its own pixels, plus a TIFF tile's buffer.
+    pixels: int
+
+
+def open_image(value: str, field: str, limits: VisionConfig) -> OpenedImage:
     data = _decode_base64(_payload(value, field), field, limits.max_image_bytes)
     return _open(data, field, limits.max_image_pixels)
+
+
+def decode(opened: OpenedImage) -> Image:
+    """The RGB image, upright (EXIF orientation applied). Holds one copy of the pixels
+    once done: the header's image is turned in place, and closed if converted."""
+    from PIL import ImageOps
+
+    image = opened.image
+    try:
+        # Decodes the pixels: data cut off inside the compressed stream fails here. A PNG
+        # whose stream ends cleanly before the last row does not (Pillow, like browsers,
+        # leaves the missing rows black); it costs no more than its header's pixels.
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode == "RGB":
+            return image
+        rgb = image.convert("RGB")
+    except Exception as exc:
+        raise InvalidParams(
+            opened.field, f"truncated or corrupt {image.format} image: {exc}"
+        ) from exc
+    image.close()
+    return rgb
+
+
+def decode_image(value: str, field: str, limits: VisionConfig) -> Image:
+    """`open_image`, then `decode`: one image, checked and decoded."""
+    return decode(open_image(value, field, limits))
 
 
 def _payload(value: str, field: str) -> str:
@@ -81,9 +123,9 @@ def _decode_base64(text: str, field: str, max_bytes: int) -> bytes:
     return data
 
 
-def _open(data: bytes, field: str, max_pixels: int) -> Image:
+def _open(data: bytes, field: str, max_pixels: int) -> OpenedImage:
     from PIL import Image as PILImage
-    from PIL import ImageOps, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
         image = PILImage.open(io.BytesIO(data), formats=FORMATS)
@@ -105,32 +147,25 @@ def _open(data: bytes, field: str, max_pixels: int) -> Image:
         )
     if width < 1 or height < 1:
         raise InvalidParams(field, f"image is {width}x{height}")
-    _check_tiles(image, field, max_pixels)
-    try:
-        # Decodes the pixels: data cut off inside the compressed stream fails here. A PNG
-        # whose stream ends cleanly before the last row does not (Pillow, like browsers,
-        # leaves the missing rows black); it costs no more than its header's pixels.
-        image.load()
-        upright = ImageOps.exif_transpose(image)
-        return upright.convert("RGB")
-    except Exception as exc:
-        raise InvalidParams(field, f"truncated or corrupt {image.format} image: {exc}") from exc
+    tile_pixels = _tile_pixels(image, field, max_pixels)
+    return OpenedImage(field=field, image=image, pixels=width * height + tile_pixels)
 
 
-def _check_tiles(image: Image, field: str, max_pixels: int) -> None:
-    """Refuse a TIFF whose tiles are larger than the image: libtiff allocates and inflates
-    a whole tile at a time, so a 16x16 image declaring one 32768x32768 tile costs 1 GiB.
-    Tiles are multiples of 16 in each dimension and may overhang the image by up to 15
-    pixels each way; more than that is no image a writer produces. Strips need no check:
-    libtiff sizes a strip by the image's height whatever its RowsPerStrip says."""
+def _tile_pixels(image: Image, field: str, max_pixels: int) -> int:
+    """The pixels of a TIFF's tile (0 if it has none), refused when larger than the image:
+    libtiff allocates and inflates a whole tile at a time, so a 16x16 image declaring one
+    32768x32768 tile costs 1 GiB. Tiles are multiples of 16 in each dimension and may
+    overhang the image by up to 15 pixels each way; more than that is no image a writer
+    produces. Strips need no check: libtiff sizes a strip by the image's height whatever
+    its RowsPerStrip says."""
     if image.format != "TIFF":
-        return
+        return 0
     from PIL.TiffImagePlugin import TILELENGTH, TILEWIDTH
 
     tags = image.tag_v2  # type: ignore[attr-defined]
     tile_width, tile_height = tags.get(TILEWIDTH), tags.get(TILELENGTH)
     if tile_width is None and tile_height is None:
-        return
+        return 0
     if not isinstance(tile_width, int) or not isinstance(tile_height, int):
         raise InvalidParams(field, "corrupt TIFF image: tile size missing or not a number")
     width, height = image.size
@@ -146,6 +181,7 @@ def _check_tiles(image: Image, field: str, max_pixels: int) -> None:
             "(vision.max_image_pixels)",
             "out_of_range",
         )
+    return tile_width * tile_height
 
 
 def _whole_tiles(size: int) -> int:

@@ -2,7 +2,9 @@
 
 Runs on the request's thread, before the stream id is handed out, so that every problem
 with the request (a bad image, a prompt the processor refuses, a context overflow) is a
--32602 naming its field rather than a stream that fails later.
+-32602 naming its field rather than a stream that fails later. Every check that needs no
+pixels comes first; the images are then decoded and processed under a lease of their
+pixels from the budget of image work in flight.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from ...protocol.errors import InvalidParams
 from ...protocol.methods import ChatMessage, GenerateParams, GenerateWithImageParams, ImagePart
 from ..prompts import require_one_prompt
 from ..token_ids import check_token_ids, vocab_size
-from .images import decode_image
+from .budget import PixelBudget
+from .images import OpenedImage, decode, open_image
 from .loader import LoadedVisionModel
 
 if TYPE_CHECKING:
@@ -35,27 +38,44 @@ class VisionInputs:
 
 
 def prepare_vision_inputs(
-    loaded: LoadedVisionModel, params: GenerateParams, limits: VisionConfig
+    loaded: LoadedVisionModel, params: GenerateParams, limits: VisionConfig, budget: PixelBudget
 ) -> VisionInputs:
     if params.draft_model is not None:
         raise InvalidParams("draft_model", "speculative decoding is not supported for vision")
     require_one_prompt(params)
     sources = _image_sources(params, limits)
-    images = [decode_image(value, path, limits) for path, value in sources]
+    opened = [open_image(value, path, limits) for path, value in sources]
     if params.prompt_tokens:
-        if images:
+        if opened:
             raise InvalidParams("prompt_tokens", "cannot carry images: send prompt or messages")
         return _from_tokens(loaded, params.prompt_tokens)
+    field_name = sources[0][0] if len(sources) == 1 else ("images" if sources else "prompt")
+    pixels = _request_pixels(opened, field_name, limits)
     if params.messages:
-        text = _render_messages(loaded, params.messages, len(images))
+        text = _render_messages(loaded, params.messages, len(opened))
     elif isinstance(params, GenerateWithImageParams) and not params.raw_prompt:
-        text = _render_prompt(loaded, params.prompt, len(images))
+        text = _render_prompt(loaded, params.prompt, len(opened))
     else:
         text = params.prompt  # generate's prompt is sent as it is, as for text models
-    field_name = sources[0][0] if len(sources) == 1 else ("images" if sources else "prompt")
     if isinstance(params, GenerateWithImageParams) and params.raw_prompt and not params.messages:
-        _check_placeholders(loaded, text, len(images), field_name)
-    return _process(loaded, text, images, field_name)
+        _check_placeholders(loaded, text, len(opened), field_name)
+    if not opened:
+        return _process(loaded, text, [], field_name)
+    with budget.lease(pixels, loaded.model_id):
+        images = [decode(image) for image in opened]
+        return _process(loaded, text, images, field_name)
+
+
+def _request_pixels(opened: list[OpenedImage], field_name: str, limits: VisionConfig) -> int:
+    pixels = sum(image.pixels for image in opened)
+    if pixels > limits.max_request_pixels:
+        raise InvalidParams(
+            field_name,
+            f"{len(opened)} image(s) of {pixels} pixels in all, limit "
+            f"{limits.max_request_pixels} (vision.max_request_pixels)",
+            "out_of_range",
+        )
+    return pixels
 
 
 def refuse_images_outside_generate_with_image(params: GenerateParams) -> None:
