@@ -38,6 +38,12 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
         -32602,
         "messages[0].content",
     ),
+    (
+        "generate",
+        {"model_id": "llama", "messages": [{"role": "robot", "content": "hi"}]},
+        -32602,
+        "messages[0].role",
+    ),
     ("generate", {"model_id": "nope", "prompt": "x"}, -32005, ""),
     ("tokenize", {"model_id": "llama", "text": 3}, -32602, "text"),
     ("detokenize", {"model_id": "llama", "tokens": [-1]}, -32602, "tokens[0]"),

@@ -202,6 +202,19 @@ describe('engine against the Python runtime', () => {
     assert.equal(empty.field, 'model_id');
   });
 
+  test('an unknown message role: -32602 at messages[0].role, from the client and from the runtime', async () => {
+    const messages = [{ role: 'robot' as 'user', content: 'Hello' }];
+    const local = await engine.generate({ model_id: MODEL, messages, max_tokens: 2 }).catch((e: unknown) => e);
+    assert.ok(local instanceof InvalidParamsError, String(local));
+    assert.equal(local.source, 'client');
+    assert.equal(local.field, 'messages[0].role');
+    // engine.request sends without the client's check: the runtime refuses it the same way.
+    const remote = await engine.request('generate', { model_id: MODEL, messages, max_tokens: 2 }).catch((e: unknown) => e);
+    assert.ok(remote instanceof InvalidParamsError, String(remote));
+    assert.equal(remote.source, 'runtime');
+    assert.equal(remote.field, 'messages[0].role');
+  });
+
   test("the runtime's own -32602 has the same shape", async () => {
     // Above the runtime's configured max_temperature (2.0): only the runtime knows that limit.
     const error = await engine.generate({ model_id: MODEL, prompt: 'x', temperature: 5 }).catch((e: unknown) => e);

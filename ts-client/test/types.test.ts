@@ -48,3 +48,12 @@ test('compat finish reasons pass; unknown ones do not', () => {
   }
   assert.notDeepEqual(validator.notification('stream.event', event('exploded')), []);
 });
+
+test('an unknown message role breaks the generate schema, at messages[i].role', () => {
+  const validator = new ProtocolValidator();
+  const issues = validator.params('generate', { model_id: 'm', messages: [{ role: 'robot', content: 'x' }] });
+  assert.equal(issues[0]?.path, 'messages[0].role', JSON.stringify(issues));
+  for (const role of ['system', 'developer', 'user', 'assistant', 'tool']) {
+    assert.deepEqual(validator.params('generate', { model_id: 'm', messages: [{ role, content: 'x' }] }), [], role);
+  }
+});

@@ -280,8 +280,14 @@ class ImagePart(msgspec.Struct, kw_only=True, tag="image", tag_field="type"):
     image: str
 
 
+# The roles of the chat format that models' chat templates are written for. An unknown role
+# is refused (-32602 naming messages[i].role): a template may render it silently, or drop
+# the message, and either way the model would not see what the client meant.
+ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
+
+
 class ChatMessage(msgspec.Struct, kw_only=True):
-    role: NonEmptyStr
+    role: ChatRole
     content: str | list[TextPart | ImagePart]
 
 

@@ -175,7 +175,7 @@ export interface GrammarGuidance {
  */
 export interface ChatMessage {
   content: string | (TextPart | ImagePart)[];
-  role: string;
+  role: "assistant" | "developer" | "system" | "tool" | "user";
 }
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema

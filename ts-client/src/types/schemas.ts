@@ -412,9 +412,13 @@ export const methodsSchema: SchemaDocument = {
           ]
         },
         "role": {
-          "maxLength": 1024,
-          "minLength": 1,
-          "type": "string"
+          "enum": [
+            "assistant",
+            "developer",
+            "system",
+            "tool",
+            "user"
+          ]
         }
       },
       "required": [
