@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
 
+from . import json_scan
 from .protocol.envelope import NULL_ID, ErrorFrame, RequestFrame, ResultFrame, valid_id
 from .protocol.errors import (
     INTERNAL_ERROR,
@@ -138,27 +139,31 @@ class Dispatcher:
         try:
             frame = _request_decoder.decode(stripped)
         except msgspec.ValidationError:
-            self._send(self._invalid_request(stripped))
+            self._send(_invalid_request(stripped))
             return
         except msgspec.DecodeError:
             self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error"))
             return
         except RecursionError:
-            self._send(_too_deep())
+            self._send(_too_deep(stripped))
             return
         self._dispatch(frame, self._deliver)
 
     # -- batches ---------------------------------------------------------------------------
 
     def _handle_batch(self, line: bytes) -> None:
+        entries: Sequence[msgspec.Raw | bytes] | None
         try:
             entries = _batch_decoder.decode(line)
         except msgspec.DecodeError:
             self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error"))
             return
         except RecursionError:
-            self._send(_too_deep())
-            return
+            # One entry nests too deeply: answer it alone, and the others as usual.
+            entries = json_scan.elements(line)
+            if entries is None:
+                self._send(_too_deep(line))
+                return
         if not entries:
             self._send(encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request: empty batch"))
             return
@@ -167,7 +172,10 @@ class Dispatcher:
             try:
                 frame = _request_decoder.decode(entry)
             except msgspec.DecodeError:
-                collector.add(_Outcome(frame=self._invalid_request(bytes(entry))))
+                collector.add(_Outcome(frame=_invalid_request(bytes(entry))))
+                continue
+            except RecursionError:
+                collector.add(_Outcome(frame=_too_deep(bytes(entry))))
                 continue
             self._dispatch(frame, collector.add)
 
@@ -296,24 +304,38 @@ class Dispatcher:
         assert not isinstance(frame.id, msgspec.UnsetType)
         return _Outcome(frame=_encoder.encode(ErrorFrame(id=frame.id, error=error)), error=error)
 
-    @staticmethod
-    def _invalid_request(raw: bytes) -> bytes:
-        """-32600, echoing the id when the malformed request still had a usable one."""
-        request_id = NULL_ID
+
+def _invalid_request(raw: bytes) -> bytes:
+    """-32600, echoing the id when the malformed request still had a usable one."""
+    return encode_error(_readable_id(raw), INVALID_REQUEST, "Invalid Request")
+
+
+def _too_deep(raw: bytes) -> bytes:
+    # Nested beyond what the decoder recurses into (anywhere, even in a member nobody
+    # reads): not a usable request, but its id may well be readable.
+    return encode_error(_readable_id(raw), INVALID_REQUEST, "Invalid Request: nested too deeply")
+
+
+def _readable_id(raw: bytes) -> msgspec.Raw:
+    """The id of a request that cannot be served, when it has a usable one (JSON-RPC 2.0
+    wants it echoed; null only when it cannot be read)."""
+    try:
+        value = _any_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return NULL_ID
+    except RecursionError:
+        # The top level alone: the id is a scalar, wherever the deep nesting is.
+        member = json_scan.member(raw, "id")
+        if member is None:
+            return NULL_ID
         try:
-            value = _any_decoder.decode(raw)
+            value = {"id": _any_decoder.decode(member)}
         except (msgspec.DecodeError, RecursionError):
-            value = None
-        if isinstance(value, dict) and "id" in value:
-            candidate = msgspec.Raw(_encoder.encode(value["id"]))
-            if valid_id(candidate) and not isinstance(value["id"], bool):
-                request_id = candidate
-        return encode_error(request_id, INVALID_REQUEST, "Invalid Request")
-
-
-def _too_deep() -> bytes:
-    # Valid JSON, but nested beyond what the decoder recurses into: not a usable request.
-    return encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request: nested too deeply")
+            return NULL_ID
+    if not isinstance(value, dict) or "id" not in value or isinstance(value["id"], bool):
+        return NULL_ID
+    candidate = msgspec.Raw(_encoder.encode(value["id"]))
+    return candidate if valid_id(candidate) else NULL_ID
 
 
 class _AnswerOnce:

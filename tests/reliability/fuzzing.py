@@ -64,6 +64,36 @@ def envelope_variants(draw: st.DrawFn) -> Any:
     return draw(st.one_of(st.just(frame), st.lists(st.just(frame), min_size=1, max_size=3)))
 
 
+def nesting(depth: int, kind: str) -> bytes:
+    """A JSON value `depth` levels deep: arrays, or objects."""
+    if kind == "[":
+        return b"[" * depth + b"]" * depth
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+@st.composite
+def deeply_nested_requests(draw: st.DrawFn) -> tuple[Any, bytes]:
+    """A request with a readable id and, somewhere (params, an ignored member, before the
+    id), nesting past what the decoder recurses into; and the id it must be answered with."""
+    deep = nesting(draw(st.sampled_from([999, 1000, 5000, 50_000])), draw(st.sampled_from("[{")))
+    request_id = draw(
+        st.one_of(
+            st.integers(-(2**53), 2**53),
+            st.text(st.characters(blacklist_categories=("Cs",)), max_size=10),
+        )
+    )
+    members = [
+        b'"jsonrpc":"2.0"',
+        b'"method":' + json.dumps(draw(st.sampled_from(FUZZED_METHODS))).encode(),
+        b'"id":' + json.dumps(request_id).encode(),
+    ]
+    if draw(st.booleans()):
+        members.append(b'"params":{"model_id":"llama","x":' + deep + b"}")
+    else:
+        members.append(b'"ignored":' + deep)
+    return request_id, b"{" + b",".join(draw(st.permutations(members))) + b"}"
+
+
 raw_lines = st.one_of(
     st.binary(max_size=64),
     st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass")),

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.reliability.fuzzing import FUZZED_METHODS, field_names
+from tests.reliability.fuzzing import FUZZED_METHODS, field_names, nesting
 
 
 @dataclass
@@ -125,6 +125,11 @@ class FrameSource:
         request_id, line = self._request(method, params)
         return Frame(line, ids=[request_id])
 
+    def _deep_member(self) -> bytes:
+        """A member nesting past what the decoder recurses into."""
+        depth = self.rng.choice([1000, 5000, 50_000])
+        return b'"deep":' + nesting(depth, self.rng.choice("[{"))
+
     def _envelope(self) -> Frame:
         """A request with one envelope member wrong; answered with its id or with null."""
         r = self.rng
@@ -135,7 +140,17 @@ class FrameSource:
             "method": r.choice(FUZZED_METHODS),
             "params": {},
         }
-        broken = r.choice(["jsonrpc", "method", "params", "missing_method", "missing_jsonrpc"])
+        broken = r.choice(
+            ["jsonrpc", "method", "params", "missing_method", "missing_jsonrpc", "nested"]
+        )
+        if broken == "nested":
+            # Deep nesting in a member nobody reads: the id is still readable.
+            line = json.dumps(frame).encode()
+            if r.random() < 0.5:
+                line = b"{" + self._deep_member() + b"," + line[1:]
+            else:
+                line = line[:-1] + b"," + self._deep_member() + b"}"
+            return Frame(line, ids=[request_id])
         if broken == "jsonrpc":
             frame["jsonrpc"] = r.choice(["1.0", 2, None, ""])
         elif broken == "method":
@@ -155,8 +170,9 @@ class FrameSource:
         )
 
     def _batch(self) -> Frame:
-        entries: list[dict[str, Any]] = []
+        entries: list[bytes] = []
         ids = []
+        deep_notifications = 0
         for _ in range(self.rng.randrange(1, 5)):
             method = self.rng.choice(FUZZED_METHODS)
             entry: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
@@ -164,8 +180,16 @@ class FrameSource:
             if self.rng.random() < 0.8:
                 entry["id"] = self._id()
                 ids.append(entry["id"])
-            entries.append(entry)
-        return Frame(json.dumps(entries).encode(), ids=ids)
+            encoded = json.dumps(entry).encode()
+            if self.rng.random() < 0.05:
+                # An entry nested too deeply costs the batch only that entry's answer (by
+                # id; null for a notification, which cannot be told from a bad request).
+                encoded = encoded[:-1] + b"," + self._deep_member() + b"}"
+                deep_notifications += "id" not in entry
+            entries.append(encoded)
+        # The soak counts lines answered without any id: such entries alone make one.
+        nulls = 1 if deep_notifications and not ids else 0
+        return Frame(b"[" + b",".join(entries) + b"]", ids=ids, nulls=nulls)
 
     def _notification(self) -> Frame:
         method = self.rng.choice(FUZZED_METHODS + ["no_such_method"])

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from tests.reliability.fuzzing import (
     Fuzzer,
+    deeply_nested_requests,
     envelope_variants,
     raw_lines,
     wrong_typed_requests,
@@ -85,6 +86,18 @@ def test_random_bytes_truncated_lines_and_invalid_utf8(fuzzer: Fuzzer, line: byt
         for item in items:
             if "error" in item:
                 assert item["error"]["code"] != -32603, item
+
+
+@settings(FUZZ, max_examples=40)
+@given(case=deeply_nested_requests())
+def test_deep_nesting_is_answered_with_the_readable_id(
+    fuzzer: Fuzzer, case: tuple[Any, bytes]
+) -> None:
+    request_id, line = case
+    answers = fuzzer.exchange(line, expect_reply_to=request_id)
+    assert len(answers) == 1
+    assert answers[0]["id"] == request_id
+    assert answers[0]["error"]["code"] == -32600, answers[0]
 
 
 @pytest.mark.parametrize(

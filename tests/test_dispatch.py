@@ -1,0 +1,93 @@
+"""The dispatcher alone, with fake methods: ids of frames it cannot serve, and batch answers
+against the line limit."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+import pytest
+
+from mlx_serving.dispatch import Deferred, Dispatcher, Method
+
+
+class _Echo(msgspec.Struct, kw_only=True):
+    text: str = ""
+
+
+class Harness:
+    def __init__(self, max_line: int) -> None:
+        self.sent: list[bytes] = []
+        self.started: list[str] = []
+        self.dropped: list[str] = []
+        self._pool = ThreadPoolExecutor(2)
+
+        def echo(params: _Echo) -> dict[str, str]:
+            return {"text": params.text}
+
+        def start(params: _Echo) -> Deferred:
+            return Deferred(
+                {"text": params.text},
+                after_sent=lambda: self.started.append(params.text),
+                on_dropped=lambda: self.dropped.append(params.text),
+            )
+
+        methods = {"echo": Method(_Echo, echo, inline=True), "start": Method(_Echo, start)}
+        self.dispatcher = Dispatcher(methods, self.sent.append, self._pool, 64, max_line)
+
+    def answers(self, line: bytes) -> list[Any]:
+        self.dispatcher.handle_line(line)
+        self.dispatcher.close(grace=5)
+        return [json.loads(frame) for frame in self.sent]
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = Harness(max_line=4096)
+    yield h
+    h.close()
+
+
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"jsonrpc":"2.0","method":"echo","id":"r1","ignored":' + DEEP + b"}",
+        b'{"jsonrpc":"2.0","method":"echo","params":{"text":"x","extra":' + DEEP + b'},"id":"r1"}',
+        b'{"deep":' + DEEP + b',"jsonrpc":"2.0","method":"echo","id":"r1"}',
+        b'{"jsonrpc":"2.0","method":"echo","id":"r1","x":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}",
+    ],
+)
+def test_a_frame_nested_too_deeply_is_answered_with_its_id(harness: Harness, line: bytes) -> None:
+    [answer] = harness.answers(line)
+    assert answer["id"] == "r1"
+    assert answer["error"]["code"] == -32600
+    assert "nested too deeply" in answer["error"]["message"]
+
+
+def test_a_deep_frame_without_a_readable_id_is_answered_with_null(harness: Harness) -> None:
+    [answer] = harness.answers(b'{"jsonrpc":"2.0","method":"echo","id":' + DEEP + b"}")
+    assert answer["id"] is None
+    assert answer["error"]["code"] == -32600
+
+
+def test_a_deep_entry_costs_a_batch_only_its_own_answer(harness: Harness) -> None:
+    line = (
+        b'[{"jsonrpc":"2.0","method":"echo","id":1,"params":{"text":"a"}},'
+        b'{"jsonrpc":"2.0","method":"echo","id":2,"x":' + DEEP + b"},"
+        b'{"jsonrpc":"2.0","method":"echo","params":{"text":"n"}},' + DEEP + b"]"
+    )
+    [batch] = harness.answers(line)
+    by_id = {json.dumps(a["id"]): a for a in batch}
+    assert len(batch) == 3  # the notification gets none
+    assert by_id["1"]["result"] == {"text": "a"}
+    assert by_id["2"]["error"]["code"] == -32600
+    assert by_id["null"]["error"]["code"] == -32600
