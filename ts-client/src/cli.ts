@@ -13,10 +13,10 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createEngine, type Engine, type EngineOptions } from './engine.js';
 import { runtimeProcessSpec } from './launch.js';
 import { CircuitOpenError, InvalidParamsError, ProtocolError, RuntimeExitedError } from './errors.js';
-import type { GeneratorParams } from './engine.js';
+import type { GeneratorParams, PromptForm } from './engine.js';
 import type { StatsChunk } from './generator.js';
 import { consoleLogger } from './logger.js';
-import type { ChatMessage } from './types/index.js';
+import type { ChatMessage, GenerateParams } from './types/index.js';
 
 const USAGE = `Usage: mlx-serving <command> [options]
 
@@ -150,9 +150,10 @@ async function tokenize(engine: Engine, values: Values): Promise<number> {
 
 async function generate(engine: Engine, values: Values): Promise<number> {
   const modelId = await loadModel(engine, values.model!, values);
-  const params: GeneratorParams = { model_id: modelId, ...sampling(values) };
-  if (values.chat) params.messages = [...systemMessage(values), { role: 'user', content: values.prompt! }];
-  else params.prompt = values.prompt!;
+  const prompt: PromptForm = values.chat
+    ? { messages: [...systemMessage(values), { role: 'user', content: values.prompt! }] }
+    : { prompt: values.prompt! };
+  const params: GeneratorParams = { model_id: modelId, ...sampling(values), ...prompt };
   const result = await stream(engine, params, values);
   return result.interrupted ? 130 : 0;
 }
@@ -278,8 +279,10 @@ async function convertGguf(values: Values, file: string, out: string): Promise<n
   });
 }
 
-function sampling(values: Values): Partial<GeneratorParams> {
-  const params: Partial<GeneratorParams> = {
+type SamplingParams = Pick<GenerateParams, 'max_tokens' | 'temperature' | 'top_p' | 'seed'>;
+
+function sampling(values: Values): SamplingParams {
+  const params: SamplingParams = {
     max_tokens: values['max-tokens'] ? number('max-tokens', values['max-tokens']) : 256,
   };
   if (values.temperature !== undefined) params.temperature = number('temperature', values.temperature);

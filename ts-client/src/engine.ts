@@ -24,6 +24,7 @@ import type { RequestOptions, RpcConnection } from './rpc.js';
 import { DEFAULT_RESTART_POLICY, Supervisor, type RestartPolicy, type RuntimeStatus } from './supervisor.js';
 import { DEFAULT_MAX_LINE_BYTES } from './transport.js';
 import type {
+  ChatMessage,
   DetokenizeParams,
   DetokenizeResult,
   GenerateParams,
@@ -83,12 +84,24 @@ export interface StructuredOutput {
   format?: 'json';
 }
 
+/**
+ * Exactly one prompt form, as the runtime requires (the wire's types cannot say so): a
+ * `prompt`, `prompt_tokens`, or chat `messages`. An empty `prompt` beside another form is
+ * allowed, since compat clients sent one.
+ */
+export type PromptForm =
+  | { prompt: string; prompt_tokens?: null; messages?: null }
+  | { prompt_tokens: number[]; prompt?: ''; messages?: null }
+  | { messages: ChatMessage[]; prompt?: ''; prompt_tokens?: null };
+
+type WithOnePrompt<P extends GenerateParams> = Omit<P, keyof PromptForm> & PromptForm;
+
 /** `generate` params; `stream_id` is chosen by the client when left out. */
-export type GeneratorParams = GenerateParams & { structured?: StructuredOutput };
+export type GeneratorParams = WithOnePrompt<GenerateParams> & { structured?: StructuredOutput };
 
 /** `generate_with_image` params: generate's plus `image` / `images` (base64 or data URIs,
  * see `imageDataUri`) and `raw_prompt`. */
-export type VisionGeneratorParams = GenerateWithImageParams;
+export type VisionGeneratorParams = WithOnePrompt<GenerateWithImageParams>;
 
 export interface GeneratorOptions {
   /** Aborting ends the stream at once with finish reason `cancelled` (see

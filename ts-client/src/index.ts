@@ -6,6 +6,7 @@ export type {
   GenerationResult,
   GeneratorOptions,
   GeneratorParams,
+  PromptForm,
   StructuredOutput,
   VisionGeneratorParams,
 } from './engine.js';

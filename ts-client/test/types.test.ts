@@ -1,10 +1,14 @@
-/** src/types/ is what gen:types makes of protocol/schemas today, and the validators compile. */
+/**
+ * src/types/ is what gen:types makes of protocol/schemas today, the validators compile, and
+ * the params types refuse what the runtime refuses (checked by tsc, which `npm test` runs).
+ */
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 
 import { generateTypeFiles, typesDir } from '../scripts/gen-types.js';
+import type { Engine } from '../src/index.js';
 import { METHOD_SCHEMA_KEYS, NOTIFICATION_METHODS, type MethodName } from '../src/types/index.js';
 import { ProtocolValidator } from '../src/validation.js';
 
@@ -47,6 +51,33 @@ test('compat finish reasons pass; unknown ones do not', () => {
     assert.deepEqual(validator.notification('stream.event', event(reason)), [], reason);
   }
   assert.notDeepEqual(validator.notification('stream.event', event('exploded')), []);
+});
+
+/**
+ * Never run: tsc checks it. Each @ts-expect-error must meet an error, else tsc fails the
+ * build with "Unused '@ts-expect-error' directive".
+ */
+function generatorParamsNeedOnePromptForm(engine: Engine): void {
+  // @ts-expect-error no prompt at all
+  engine.createGenerator({ model_id: 'm' });
+  // @ts-expect-error both prompt and messages
+  engine.createGenerator({ model_id: 'm', prompt: 'x', messages: [{ role: 'user', content: 'x' }] });
+  // @ts-expect-error both prompt and prompt_tokens
+  engine.createGenerator({ model_id: 'm', prompt: 'x', prompt_tokens: [1] });
+  // @ts-expect-error a role the protocol does not have
+  engine.createGenerator({ model_id: 'm', messages: [{ role: 'robot', content: 'x' }] });
+  // @ts-expect-error the vision generator needs a prompt as well
+  engine.createVisionGenerator({ model_id: 'm', image: 'x' });
+  // Each form alone, and compat's empty prompt beside prompt_tokens.
+  engine.createGenerator({ model_id: 'm', prompt: 'x' });
+  engine.createGenerator({ model_id: 'm', prompt_tokens: [1, 2] });
+  engine.createGenerator({ model_id: 'm', prompt: '', prompt_tokens: [1, 2] });
+  engine.createGenerator({ model_id: 'm', messages: [{ role: 'system', content: 's' }, { role: 'user', content: 'x' }] });
+  engine.createVisionGenerator({ model_id: 'm', prompt: 'x', image: 'x' });
+}
+
+test('generator params need exactly one prompt form and a known role (a tsc check)', () => {
+  assert.equal(typeof generatorParamsNeedOnePromptForm, 'function');
 });
 
 test('an unknown message role breaks the generate schema, at messages[i].role', () => {
