@@ -53,7 +53,7 @@ def test_elements_split_the_top_level_array() -> None:
 
 
 def test_scalars_and_strings_round_trip() -> None:
-    values = [1, -2.5e10, "a\\b\"c]}", None, True, "é😀"]
+    values = [1, -2.5e10, 'a\\b"c]}', None, True, "é😀"]
     text = json.dumps([*values, json.loads("[" * 10 + "]" * 10)]).encode()
     elements = json_scan.elements(text)
     assert elements is not None
