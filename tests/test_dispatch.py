@@ -4,6 +4,7 @@ against the line limit."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,7 +41,9 @@ class Harness:
 
     def answers(self, line: bytes) -> list[Any]:
         self.dispatcher.handle_line(line)
-        self.dispatcher.close(grace=5)
+        deadline = time.monotonic() + 10
+        while not self.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
         return [json.loads(frame) for frame in self.sent]
 
     def close(self) -> None:
@@ -63,7 +66,11 @@ DEEP = b"[" * 1000 + b"]" * 1000
         b'{"jsonrpc":"2.0","method":"echo","id":"r1","ignored":' + DEEP + b"}",
         b'{"jsonrpc":"2.0","method":"echo","params":{"text":"x","extra":' + DEEP + b'},"id":"r1"}',
         b'{"deep":' + DEEP + b',"jsonrpc":"2.0","method":"echo","id":"r1"}',
-        b'{"jsonrpc":"2.0","method":"echo","id":"r1","x":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}",
+        b'{"jsonrpc":"2.0","method":"echo","id":"r1","x":'
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b"}",
     ],
 )
 def test_a_frame_nested_too_deeply_is_answered_with_its_id(harness: Harness, line: bytes) -> None:
@@ -91,3 +98,37 @@ def test_a_deep_entry_costs_a_batch_only_its_own_answer(harness: Harness) -> Non
     assert by_id["1"]["result"] == {"text": "a"}
     assert by_id["2"]["error"]["code"] == -32600
     assert by_id["null"]["error"]["code"] == -32600
+
+
+def test_a_batch_answer_too_long_for_one_line_refuses_its_largest_results(
+    harness: Harness,
+) -> None:
+    # Six results of ~1 KB each: each fits the 4 KiB line alone, the six together do not.
+    entries = [
+        {"jsonrpc": "2.0", "method": "start", "id": i, "params": {"text": str(i) * (900 + i)}}
+        for i in range(6)
+    ]
+    [batch] = harness.answers(json.dumps(entries).encode())
+    assert len(harness.sent[0]) <= 4096
+    answers = {a["id"]: a for a in batch}
+    assert sorted(answers) == list(range(6))
+    refused = sorted(i for i, a in answers.items() if "error" in a)
+    # The largest go first, only as many as needed; their work is dropped, not started.
+    assert refused == [4, 5]
+    for i in refused:
+        assert answers[i]["error"]["code"] == -32603
+        assert "line limit" in answers[i]["error"]["message"]
+    assert sorted(harness.started) == [str(i) * (900 + i) for i in range(4)]
+    assert sorted(harness.dropped) == [str(i) * (900 + i) for i in refused]
+
+
+def test_a_batch_whose_errors_alone_overflow_a_line_is_answered_in_several_arrays(
+    harness: Harness,
+) -> None:
+    harness.dispatcher.handle_line(b"[" + b",".join([b"1"] * 200) + b"]")
+    lines = harness.sent
+    assert len(lines) > 1
+    assert all(len(line) <= 4096 for line in lines)
+    answers = [a for line in lines for a in json.loads(line)]
+    assert len(answers) == 200
+    assert all(a["error"]["code"] == -32600 for a in answers)

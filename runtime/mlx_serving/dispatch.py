@@ -4,7 +4,8 @@ Each request is decoded once into its method's params Struct, run on the reader 
 (cheap methods) or on a worker pool, and answered through `send`. Handler exceptions
 become JSON-RPC errors; nothing a handler raises can stop the dispatcher. Every request
 gets exactly one answer, also when the runtime stops: from then on requests are refused
-with -32099, and pool work that does not finish in time is answered the same way.
+with -32099, and pool work that does not finish in time is answered the same way. Every
+answer line, a batch's included, stays within the output line limit.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class _Outcome:
     after_sent: Callable[[], None] | None = None
     on_dropped: Callable[[], None] | None = None
     error: ErrorObject | None = None
+    # Set on results only: the id a result too big for its batch's answer is refused with.
+    request_id: msgspec.Raw | None = None
 
 
 _request_decoder = msgspec.json.Decoder(RequestFrame)
@@ -180,12 +183,35 @@ class Dispatcher:
             self._dispatch(frame, collector.add)
 
     def _deliver_batch(self, outcomes: list[_Outcome]) -> None:
-        frames = [o.frame for o in outcomes if o.frame is not None]
-        if frames:
-            self._send(b"[" + b",".join(frames) + b"]")
+        answered = [o for o in outcomes if o.frame is not None]
+        self._fit_line(answered)
+        for line in _batch_lines([o.frame for o in answered if o.frame], self._max_line):
+            self._send(line)
         for outcome in outcomes:
             if outcome.after_sent is not None:
                 outcome.after_sent()
+
+    def _fit_line(self, answered: list[_Outcome]) -> None:
+        """Each answer was checked against the line limit alone, but a batch is answered
+        on one line: while the joined line is too long, the largest result gives way to
+        an error, so that every request still gets exactly one answer, in one array."""
+        size = 1 + sum(len(o.frame) + 1 for o in answered if o.frame)
+        results = [o for o in answered if o.request_id is not None and o.frame]
+        results.sort(key=lambda o: len(o.frame or b""), reverse=True)
+        message = (
+            f"result does not fit the batch answer's {self._max_line}-byte line limit; "
+            "send this request on its own"
+        )
+        for outcome in results:
+            if size <= self._max_line:
+                return
+            assert outcome.frame is not None and outcome.request_id is not None
+            error = encode_error(outcome.request_id, INTERNAL_ERROR, message)
+            size += len(error) - len(outcome.frame)
+            outcome.frame = error
+            if outcome.on_dropped is not None:
+                outcome.on_dropped()
+            outcome.after_sent = outcome.on_dropped = None
 
     # -- single requests -------------------------------------------------------------------
 
@@ -285,7 +311,9 @@ class Dispatcher:
             return self._reply_error(
                 frame, INTERNAL_ERROR, f"result exceeds the {self._max_line}-byte line limit"
             )
-        return _Outcome(frame=encoded, after_sent=after_sent, on_dropped=on_dropped)
+        return _Outcome(
+            frame=encoded, after_sent=after_sent, on_dropped=on_dropped, request_id=frame.id
+        )
 
     @staticmethod
     def _decode_params(method: Method, raw: msgspec.Raw | msgspec.UnsetType) -> Any:
@@ -303,6 +331,24 @@ class Dispatcher:
             return _Outcome(error=error)
         assert not isinstance(frame.id, msgspec.UnsetType)
         return _Outcome(frame=_encoder.encode(ErrorFrame(id=frame.id, error=error)), error=error)
+
+
+def _batch_lines(frames: list[bytes], max_line: int) -> list[bytes]:
+    """A batch answer as one array, or as several when even its errors overflow one line
+    (a batch of very many entries, or of very long ids): clients match answers by id, and
+    each line they get is a JSON-RPC batch answer they can parse."""
+    lines: list[bytes] = []
+    part: list[bytes] = []
+    size = 1  # "[" and, per frame, the frame and the "," or "]" after it
+    for frame in frames:
+        if part and size + len(frame) + 1 > max_line:
+            lines.append(b"[" + b",".join(part) + b"]")
+            part, size = [], 1
+        part.append(frame)
+        size += len(frame) + 1
+    if part:
+        lines.append(b"[" + b",".join(part) + b"]")
+    return lines
 
 
 def _invalid_request(raw: bytes) -> bytes:

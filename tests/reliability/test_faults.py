@@ -113,6 +113,40 @@ def test_oversize_frame_is_rejected_without_buffering_and_serving_goes_on() -> N
         assert info["memory"]["rss"] - before < limit // 2
 
 
+def test_a_batch_answer_stays_within_the_output_line_limit(llama_dir: Path) -> None:
+    """Six tokenize answers that each fit the line limit, in one batch that would not:
+    the largest give way to errors, and every id is still answered exactly once."""
+    line_limit = 1 << 20
+    env = {"MLX_SERVING_JSON_RPC__MAX_OUTPUT_LINE_BYTES": str(line_limit)}
+    with RuntimeClient(env=env) as client:
+        client.call("load_model", {"model_id": "m", "local_path": str(llama_dir)})
+        text = ("The quick brown fox jumps over the lazy dog. " * 1400)[:60_000]
+        batch = [
+            {
+                "jsonrpc": "2.0",
+                "method": "tokenize",
+                "id": f"t{i}",
+                "params": {"model_id": "m", "text": text},
+            }
+            for i in range(6)
+        ]
+        client.send_raw(json.dumps(batch).encode() + b"\n")
+        answers = client.next_batch(timeout=60)
+        line = next(raw for raw in client.stdout_lines if raw.startswith(b"["))
+        assert len(line) <= line_limit
+        by_id = {answer["id"]: answer for answer in answers}
+        assert sorted(by_id) == [f"t{i}" for i in range(6)] and len(answers) == 6
+        results = [a for a in answers if "result" in a]
+        errors = [a for a in answers if "error" in a]
+        # Each answer alone is ~300 KB: three fit the 1 MiB line.
+        assert len(results) == 3, [len(json.dumps(a)) for a in answers]
+        for error in errors:
+            assert error["error"]["code"] == -32603
+            assert "send this request on its own" in error["error"]["message"]
+        # The refused ones do succeed on their own.
+        assert client.call("tokenize", {"model_id": "m", "text": text})["tokens"]
+
+
 def _rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
