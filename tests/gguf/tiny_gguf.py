@@ -135,6 +135,7 @@ class TinyModel:
     types: dict[str, Q] = field(default_factory=dict)  # GGUF short name -> type; else F32
     rope_freqs: np.ndarray[Any, np.dtype[np.float32]] | None = None
     extra: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)  # written as is
+    alignment: int | None = None  # general.alignment; the GGUF default (32) when None
     seed: int = 0
 
     def write(
@@ -142,6 +143,8 @@ class TinyModel:
     ) -> Path:
         rng = np.random.default_rng(self.seed)
         writer = gguf.GGUFWriter(str(path), arch or self.arch)
+        if self.alignment is not None:
+            writer.add_custom_alignment(self.alignment)
         writer.add_block_count(self.n_layer)
         writer.add_context_length(self.context_length)
         writer.add_embedding_length(self.hidden)

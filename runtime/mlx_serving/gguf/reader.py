@@ -9,7 +9,6 @@ package instead (see `fallback.py`).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, cast
 import mlx.core as mx
 
 from .errors import GGUFImportError
+from .layout import check_layout
 
 MetadataValue = str | int | float | bool | list["MetadataValue"]
 
@@ -25,7 +25,6 @@ MetadataValue = str | int | float | bool | list["MetadataValue"]
 GGUF_BLOCK = 32
 # llama.cpp's `general.file_type` for a file whose matrices are BF16.
 _FILE_TYPE_BF16 = 32
-_SUPPORTED_VERSIONS = (2, 3)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class GGUFContents:
 
 def read_gguf(path: Path) -> GGUFContents:
     """Metadata and tensors of `path`; GGUFImportError if it is not a readable GGUF file."""
-    _check_header(path)
+    check_layout(path)  # before any native reader follows the file's lengths and offsets
     try:
         loaded = mx.load(str(path), format="gguf", return_metadata=True)
     except (RuntimeError, ValueError) as exc:
@@ -85,24 +84,6 @@ def read_gguf(path: Path) -> GGUFContents:
         # mx.load would narrow BF16 to F16, which overflows above 65504.
         return _read_with_gguf_package(path, "BF16 tensors")
     return GGUFContents(path, metadata, _group_triplets(arrays))
-
-
-def _check_header(path: Path) -> None:
-    """Reject what is not a GGUF file before handing it to a C++ parser."""
-    if not path.is_file():
-        raise GGUFImportError(f"{path}: no such file")
-    with path.open("rb") as stream:
-        head = stream.read(8)
-    if len(head) < 8 or head[:4] != b"GGUF":
-        raise GGUFImportError(
-            f"{path} is not a GGUF file (it starts with {head[:4]!r}, a GGUF file with b'GGUF')"
-        )
-    (version,) = struct.unpack("<I", head[4:8])
-    if version not in _SUPPORTED_VERSIONS:
-        raise GGUFImportError(
-            f"{path}: unsupported GGUF version {version} (supported: "
-            f"{', '.join(map(str, _SUPPORTED_VERSIONS))}; a big-endian file also reads this way)"
-        )
 
 
 def _plain(value: object) -> MetadataValue:
