@@ -7,6 +7,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from tests.gguf.crafted_gguf import lies
 from tests.gguf.tiny_gguf import ByteVocab, TinyModel
 
 import mlx_serving.gguf.convert as convert_module
@@ -111,3 +112,22 @@ def test_existing_output_directory_is_not_overwritten(tiny_llama: Path, tmp_path
     with pytest.raises(FileExistsError):
         import_gguf(tiny_llama, out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        # Naming the tensors of 2**32 blocks used to exhaust memory before any check ran.
+        ("llama.block_count", 2**32 - 1, "block_count is 4294967295, but the file holds only"),
+        ("llama.attention.head_count", 0, "head_count is 0, expected 1 or more"),
+        ("llama.attention.head_count", 2**32 - 1, "4294967295 attention heads for an embedding"),
+        ("llama.attention.head_count_kv", 2**32 - 1, "rows, which 4294967295 heads"),
+    ],
+)
+def test_hyperparameters_no_model_could_have(
+    tiny_llama: Path, tmp_path: Path, key: str, value: int, reason: str
+) -> None:
+    (variant,) = [v for v in lies(tiny_llama) if v.label == f"lie:{key}={value}"]
+    with pytest.raises(GGUFImportError, match=reason):
+        import_gguf(variant.write(tmp_path), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

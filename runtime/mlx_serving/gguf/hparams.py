@@ -43,6 +43,10 @@ def read_hparams(contents: GGUFContents, spec: ArchSpec) -> HParams:
             raise GGUFImportError(
                 f"{contents.path}: {prefix}.{key} is {value!r}, expected one integer"
             )
+        # Every one of these is a size or a count: a 0 divides by zero below and a
+        # negative one (an int32 field) builds nothing mlx-lm could load.
+        if value < 1:
+            raise GGUFImportError(f"{contents.path}: {prefix}.{key} is {value}, expected 1 or more")
         return value
 
     def get_float(key: str, default: float) -> float:
@@ -56,6 +60,10 @@ def read_hparams(contents: GGUFContents, spec: ArchSpec) -> HParams:
 
     hidden = get_int("embedding_length")
     n_head = get_int("attention.head_count")
+    if n_head > hidden:
+        raise GGUFImportError(
+            f"{contents.path}: {n_head} attention heads for an embedding of {hidden} values"
+        )
     head_dim = get_int("attention.key_length", hidden // n_head)
     value_dim = get_int("attention.value_length", head_dim)
     rope_dim = get_int("rope.dimension_count", head_dim)

@@ -61,6 +61,7 @@ def convert_weights(
         module, param = _target(contents.path, name, spec)
         if spec.permute_qk and module.endswith(("q_proj", "k_proj")):
             heads = hparams.n_head if module.endswith("q_proj") else hparams.n_head_kv
+            _check_head_rows(contents.path, name, tensor, heads)
             tensor = _unpermute(tensor, heads)
         if isinstance(tensor, QuantizedTensor):
             arrays[f"{module}.weight"] = tensor.weight
@@ -126,6 +127,15 @@ def _target(path: Path, name: str, spec: ArchSpec) -> tuple[str, str]:
     return module, param
 
 
+def _check_head_rows(path: Path, name: str, tensor: Tensor, n_head: int) -> None:
+    rows = (tensor.weight if isinstance(tensor, QuantizedTensor) else tensor).shape[0]
+    if rows % (2 * n_head):
+        raise GGUFImportError(
+            f"{path}: tensor {name!r} has {rows} rows, which {n_head} heads of rotary pairs "
+            "cannot divide"
+        )
+
+
 def _unpermute(tensor: Tensor, n_head: int) -> Tensor:
     """Undo llama.cpp's `permute` of Q/K rows: per head, interleaved pairs -> two halves."""
 
@@ -146,6 +156,13 @@ def _check_complete(
     path: Path, arrays: dict[str, mx.array], hparams: HParams, spec: ArchSpec
 ) -> None:
     """mlx-lm's parameters and these match, so a bad file fails here rather than at load."""
+    # Each block has nine tensors: a block count beyond the tensors present is a lie, and
+    # naming every tensor it implies (2**32 blocks) would exhaust memory.
+    if hparams.n_layer > len(arrays):
+        raise GGUFImportError(
+            f"{path}: {spec.gguf_arch}.block_count is {hparams.n_layer}, but the file holds "
+            f"only {len(arrays)} tensors"
+        )
     expected = {"model.embed_tokens.weight", "model.norm.weight"}
     for layer in range(hparams.n_layer):
         expected.update(f"model.layers.{layer}.{suffix}.weight" for suffix in _PER_BLOCK.values())
