@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ..engine.config_sizes import check_config_sizes, safetensors_header
 from ..engine.loader import LoadedModel, ShardPlan, load_model, resolve_model_dir
 from ..protocol.errors import ModelLoadError
 from .channel import RECORD_BYTES, Channel
@@ -78,6 +78,7 @@ def plan_shards(model_dir: Path, op: Load, channel: Channel, cache_dir: Path) ->
 
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(f"no config.json in {model_dir}", model_id=op.model_id)
+    check_config_sizes(op.model_id, model_dir)  # building even lazily follows the layer count
     model, _ = build_lazily(
         model_dir, lazy=True, strict=False, trust_remote_code=op.trust_remote_code
     )
@@ -137,11 +138,7 @@ def with_weight_index(model_dir: Path, shadow_root: Path) -> Path:
 
 
 def _tensor_names(path: Path) -> list[str]:
-    """The tensor names in a safetensors file's header (8-byte length, then JSON)."""
-    with path.open("rb") as weights:
-        (length,) = struct.unpack("<Q", weights.read(8))
-        header = json.loads(weights.read(length))
-    return [name for name in header if name != "__metadata__"]
+    return list(safetensors_header(path))
 
 
 def _model_type(model_dir: Path) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from ..protocol.errors import ModelLoadError
 from ..protocol.methods import LoadModelResult
 from ..protocol.notifications import LoadStage
+from .config_sizes import CONTEXT_KEYS, check_config_sizes
 
 
 class Retirement:
@@ -161,11 +162,7 @@ def _import_gguf(
 
 def _context_length(config: dict[str, Any], requested: int | None) -> int:
     native = next(
-        (
-            int(config[key])
-            for key in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length")
-            if isinstance(config.get(key), int)
-        ),
+        (int(config[key]) for key in CONTEXT_KEYS if isinstance(config.get(key), int)),
         4096,
     )
     return min(requested, native) if requested else native
@@ -209,6 +206,7 @@ def load_model(
 
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(f"no config.json in {model_dir}", model_id=model_id)
+    check_config_sizes(model_id, model_dir)
     try:
         if shard is not None:
             model, tokenizer, config = sharded_load(
