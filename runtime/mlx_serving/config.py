@@ -88,9 +88,15 @@ class SchedulerConfig(_Section):
 
     # Streams decoded together in one step.
     max_batch_size: Positive = 32
-    # Long prompts are prefilled in chunks of this many tokens so that the decode steps of
-    # the other streams interleave; small enough for every few hundred ms on CPU.
-    prefill_chunk_tokens: Positive = 512
+    # Prompts are prefilled one at a time, oldest first, in chunks sized so that one engine
+    # step (a token for every decoding stream plus a chunk) takes about this long: the gap
+    # between a decoding stream's tokens while long prompts arrive (engine/step_budget.py).
+    max_step_ms: Annotated[float, Meta(gt=0)] = 50.0
+    # The largest prefill chunk, in tokens.
+    prefill_chunk_tokens: Positive = 2048
+    # A fixed prefill budget in tokens per step instead of the one measured against
+    # max_step_ms; null: measured.
+    prefill_token_budget: Positive | None = None
     # KV caches kept per model for later prompts sharing a prefix; 0 disables.
     prompt_cache_bytes: Annotated[int, Meta(ge=0)] = 1 << 30
     prompt_cache_entries: Annotated[int, Meta(ge=0)] = 64

@@ -88,6 +88,7 @@ class Runtime:
             if group is None
             else DistributedEngine(settings, notifications, group)
         )
+        self.engine.scheduler.on_step = self.telemetry.engine_step
         self.exit_code = 0
         if group is not None:
             group.on_failure(self._exit_after_failure)

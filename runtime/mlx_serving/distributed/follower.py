@@ -62,8 +62,8 @@ class Follower:
 
     def _apply(self, op: Op) -> None:
         if isinstance(op, Step):
-            for model_id in op.model_ids:
-                self._lanes[model_id].step()
+            for model_id, tokens in zip(op.model_ids, op.prefill_tokens, strict=True):
+                self._lanes[model_id].step(tokens)
             if op.idle_s > 0:
                 # Back inside the collective just before rank 0's next tick; a request
                 # that comes sooner waits for us inside rank 0's broadcast.

@@ -46,6 +46,8 @@ class DropLane(msgspec.Struct, tag="drop_lane"):
 class Step(msgspec.Struct, tag="step"):
     # The lanes that decode one step, in order; none when rank 0 is idle.
     model_ids: list[str]
+    # Prompt tokens each of those lanes prefills in the step (rank 0 measures, all follow).
+    prefill_tokens: list[int] = []
     # Idle: the next message comes no sooner than this; sleep until then rather than wait
     # inside the collective, where MLX's ring backend polls its sockets on a full core.
     idle_s: float = 0.0

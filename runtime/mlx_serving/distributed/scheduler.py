@@ -27,10 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import msgspec
+
 from ..config import DistributedConfig, SchedulerConfig
-from ..engine.batch_lane import BatchLane, LaneToken
+from ..engine.batch_lane import BatchLane, LaneToken, new_lane
 from ..engine.loader import LoadedModel
-from ..engine.prompt_cache import PromptCache
 from ..engine.scheduler import Scheduler
 from ..engine.stream import StreamRequest, StreamSink
 from ..engine.stream_output import Notification, final_events
@@ -55,12 +56,8 @@ STATUS_INTERVAL_S = 2.0
 def lockstep_lane(model: LoadedModel, settings: SchedulerConfig) -> BatchLane:
     """The batch of one model, built the same on every rank."""
     cache_bytes = _NO_BYTE_BOUND if settings.prompt_cache_bytes > 0 else 0
-    return BatchLane(
-        model.model,
-        PromptCache(cache_bytes, settings.prompt_cache_entries),
-        max_batch_size=settings.max_batch_size,
-        prefill_chunk_tokens=settings.prefill_chunk_tokens,
-        solo=False,
+    return new_lane(
+        model.model, msgspec.structs.replace(settings, prompt_cache_bytes=cache_bytes), solo=False
     )
 
 
@@ -98,6 +95,7 @@ class LockstepScheduler(Scheduler):
         self._pending_out: list[Notification] = []
         self._reported_at = time.monotonic()
         self._watchdog = Watchdog(self._expire)
+        self._shared_budgets: dict[str, int] = {}  # prefill tokens of this step, per lane
         super().__init__(sink, max_active_streams, batch)
         group.on_failure(self._on_group_failure)
 
@@ -208,7 +206,14 @@ class LockstepScheduler(Scheduler):
         steps = [model_id for model_id, entry in self._lanes.items() if len(entry.lane)]
         with self._cond:
             idle = not steps and not self._admitted and not self._tasks
-        step = Step(steps, idle_s=self._config.idle_tick_s if idle else 0.0)
+        # Measured here alone; every rank prefills exactly what rank 0 decided.
+        measure = super()._prefill_budget
+        self._shared_budgets = {m: measure(m, self._lanes[m].lane) for m in steps}
+        step = Step(
+            steps,
+            prefill_tokens=list(self._shared_budgets.values()),
+            idle_s=self._config.idle_tick_s if idle else 0.0,
+        )
         report = time.monotonic() - self._reported_at >= STATUS_INTERVAL_S
         # The gather comes first on every rank: followers apply the ops in this order.
         self._share([Report(), step] if report else [step])
@@ -218,9 +223,12 @@ class LockstepScheduler(Scheduler):
             self._reported_at = time.monotonic()
         super()._step_batches(out)
 
-    def _step_lane(self, lane: BatchLane) -> list[LaneToken]:
+    def _prefill_budget(self, model_id: str, lane: BatchLane) -> int:
+        return self._shared_budgets[model_id]
+
+    def _step_lane(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
         with self._collective("a batch step", self._config.step_timeout_s):
-            return lane.step()
+            return lane.step(prefill_tokens)
 
     def _fail_lane(
         self, model_id: str, reason: str, out: list[Notification], leaving: str | None = None

@@ -1,35 +1,42 @@
-"""All streams of one model decoded together in one continuous batch.
+"""All streams of one model: prompts prefilled first come, first served, then decoded
+together in one continuous batch.
 
-Built on mlx-lm's `BatchGenerator`: requests join between decode steps and leave when they
-finish; each keeps its own sampler, logits processors, token budget and stop tokens. A
-long prompt is prefilled in chunks of `prefill_chunk_tokens`, one chunk per step, so the
-streams already decoding get a token between chunks instead of waiting for the whole
-prompt. Finished streams hand their KV cache to the model's prompt cache. A stream alone
-in its lane decodes through `SoloDecoder` and moves into the batch when another arrives.
+A step decodes one token for every decoding stream, then spends a token budget (the
+scheduler sizes it from measured step times) on prefill: the oldest waiting prompt
+alone (`Prefill`), then the next if budget is left. A prompt whose cache is full joins
+the decoders: alone, it decodes through `SoloDecoder`; beside others, through mlx-lm's
+`BatchGenerator`, which it enters with its cache and its last prompt token, so the batch
+never prefills anything itself. Finished streams hand their KV cache to the model's
+prompt cache.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 
+from ..config import SchedulerConfig
+from .prefill import Prefill
 from .prompt_cache import PromptCache
 from .solo_decoder import SoloDecoder
+from .step_budget import StepBudget
 from .stream import StreamRequest
 
 
 @dataclass
 class LaneToken:
-    """One generated token of one stream. `done` is mlx-lm's verdict: "stop" (a stop token,
-    not part of the text) or "length" (the budget is spent; this token still counts)."""
+    """One generated token of one stream. `done`: "stop" (a stop token, not part of the
+    text) or "length" (the budget is spent; this token still counts)."""
 
     stream_id: str
     token_id: int
     logprobs: mx.array
-    done: str | None
+    done: Literal["stop", "length"] | None
 
 
 class BatchLane:
@@ -37,87 +44,69 @@ class BatchLane:
         self,
         model: Any,
         prompt_cache: PromptCache,
+        budget: StepBudget,
         *,
         max_batch_size: int,
-        prefill_chunk_tokens: int,
         solo: bool = True,
     ) -> None:
         """`solo`: a stream alone decodes through SoloDecoder. A distributed runtime turns
         it off: its sharded models deadlock there (pipeline stages evaluate one step's
         collectives in different orders), and BatchGenerator is mlx-lm's own sharded path."""
         self.prompt_cache = prompt_cache
+        self.budget = budget  # the scheduler reads it; the steps measured here feed it
         self._solo_allowed = solo
         self._model = model
-        self._prefill_chunk_tokens = prefill_chunk_tokens
+        self._max_batch = max_batch_size
+        self._waiting: deque[Prefill] = deque()  # oldest first
         self._solo: SoloDecoder | None = None
-        self._generator = BatchGenerator(
-            model,
-            completion_batch_size=max_batch_size,
-            prefill_batch_size=min(8, max_batch_size),
-            prefill_step_size=prefill_chunk_tokens,
-        )
+        self._generator = BatchGenerator(model, completion_batch_size=max_batch_size)
         self._stream_of: dict[int, str] = {}
         self._uid_of: dict[str, int] = {}
+        self.last_prefill_tokens = 0  # fed by the last step, for metrics
 
     def __len__(self) -> int:
+        return len(self._waiting) + self.decoding
+
+    @property
+    def decoding(self) -> int:
+        """Streams that get a token every step."""
         return len(self._uid_of) + (self._solo is not None)
+
+    @property
+    def prefilling(self) -> bool:
+        return bool(self._waiting)
 
     def admit(self, request: StreamRequest, eos_token_ids: set[int]) -> int:
         """Queue a stream for prefill; returns how many prompt tokens came from the cache."""
         lookup = self.prompt_cache.fetch(request.prompt_tokens)
         stop_ids = eos_token_ids | set(request.stop_token_ids)
-        if self._solo_allowed and not len(self):
-            self._solo = SoloDecoder(
-                self._model, request, lookup, stop_ids, self._prefill_chunk_tokens
-            )
-            return lookup.cached_tokens
-        self._insert(
-            request,
-            stop_ids,
-            prompt=lookup.remaining,
-            cache=lookup.cache,
-            cache_tokens=request.prompt_tokens[: lookup.cached_tokens],
-            max_tokens=request.max_tokens,
-        )
+        self._waiting.append(Prefill(self._model, request, lookup, stop_ids))
         return lookup.cached_tokens
 
-    def _insert(
-        self,
-        request: StreamRequest,
-        stop_ids: set[int],
-        *,
-        prompt: list[int],
-        cache: list[Any] | None,
-        cache_tokens: list[int],
-        max_tokens: int,
-    ) -> None:
-        (uid,) = self._generator.insert(
-            [prompt],
-            max_tokens=[max_tokens],
-            caches=[cache] if cache is not None else None,
-            all_tokens=[list(cache_tokens)],
-            samplers=[request.sampler],
-            logits_processors=[request.logits_processors],
-            stop_sequences=[StopSequences([[t] for t in sorted(stop_ids)])],
-        )
-        self._stream_of[uid] = request.stream_id
-        self._uid_of[request.stream_id] = uid
+    def step(self, prefill_tokens: int) -> list[LaneToken]:
+        """One token for every decoding stream, then up to `prefill_tokens` of prefill."""
+        started = time.perf_counter()
+        tokens = self._decode()
+        decoded = time.perf_counter()
+        if tokens:
+            self.budget.record_decode(decoded - started)
+        handed_over, fed = self._prefill(prefill_tokens)
+        if fed:
+            self.budget.record_prefill(fed, time.perf_counter() - decoded)
+        self.last_prefill_tokens = fed
+        return tokens + handed_over
 
-    def step(self) -> list[LaneToken]:
-        """One decode step for every decoding stream, plus one prefill chunk if any wait."""
-        tokens: list[LaneToken] = []
+    def _decode(self) -> list[LaneToken]:
         solo = self._solo
         if solo is not None:
-            if not self._uid_of:
-                token = solo.step()
-                if token is not None:
-                    tokens.append(LaneToken(solo.stream_id, *token))
-                    if token[2] is not None:
-                        self._end_solo()
-                return tokens
-            tokens += self._hand_solo_to_batch(solo)
-        _, responses = self._generator.next()
-        for response in responses:
+            token = solo.step()
+            if token[2] is not None:
+                self._end_solo()
+            return [LaneToken(solo.stream_id, *token)]
+        if not self._uid_of:
+            return []
+        tokens = []
+        for response in self._generator.next_generated():
             stream_id = self._stream_of[response.uid]
             if response.finish_reason is not None:
                 self._forget(response.uid)
@@ -128,8 +117,41 @@ class BatchLane:
             )
         return tokens
 
-    def _hand_solo_to_batch(self, solo: SoloDecoder) -> list[LaneToken]:
-        self._solo = None
+    def _prefill(self, budget: int) -> tuple[list[LaneToken], int]:
+        """Returns the token a solo stream had already sampled when it moved to the batch,
+        and how many prompt tokens were fed."""
+        handed_over: list[LaneToken] = []
+        fed = 0
+        while self._waiting and self.decoding < self._max_batch:
+            prefill = self._waiting[0]
+            fed += prefill.run(budget - fed)
+            if not prefill.done:
+                break
+            self._waiting.popleft()
+            handed_over += self._start_decoding(prefill)
+            if fed >= budget:
+                break
+        return handed_over, fed
+
+    def _start_decoding(self, prefill: Prefill) -> list[LaneToken]:
+        if self._solo_allowed and not self.decoding:
+            self._solo = SoloDecoder(self._model, prefill)
+            return []
+        solo_token = self._hand_solo_to_batch()
+        self._insert(
+            prefill.request,
+            prefill.stop_ids,
+            prompt=prefill.remaining,
+            cache=prefill.cache,
+            cache_tokens=prefill.cache_tokens,
+            max_tokens=prefill.request.max_tokens,
+        )
+        return solo_token
+
+    def _hand_solo_to_batch(self) -> list[LaneToken]:
+        solo, self._solo = self._solo, None
+        if solo is None:
+            return []
         last, handoff = solo.handoff()
         if handoff is None:  # the token already sampled ended the stream
             self.prompt_cache.store(solo.cache_tokens, solo.cache)
@@ -142,7 +164,29 @@ class BatchLane:
                 cache_tokens=handoff.cache_tokens,
                 max_tokens=handoff.remaining_tokens,
             )
-        return [LaneToken(solo.stream_id, *last)] if last is not None else []
+        return [LaneToken(solo.stream_id, *last)]
+
+    def _insert(
+        self,
+        request: StreamRequest,
+        stop_ids: set[int],
+        *,
+        prompt: list[int],
+        cache: list[Any],
+        cache_tokens: list[int],
+        max_tokens: int,
+    ) -> None:
+        (uid,) = self._generator.insert(
+            [prompt],
+            max_tokens=[max_tokens],
+            caches=[cache],
+            all_tokens=[list(cache_tokens)],
+            samplers=[request.sampler],
+            logits_processors=[request.logits_processors],
+            stop_sequences=[StopSequences([[t] for t in sorted(stop_ids)])],
+        )
+        self._stream_of[uid] = request.stream_id
+        self._uid_of[request.stream_id] = uid
 
     def _end_solo(self) -> None:
         solo, self._solo = self._solo, None
@@ -151,6 +195,12 @@ class BatchLane:
 
     def remove(self, stream_id: str) -> None:
         """Take a stream out early (cancelled, stopped by text, failed); keep its cache."""
+        for prefill in self._waiting:
+            if prefill.stream_id == stream_id:
+                self._waiting.remove(prefill)
+                if len(prefill.cache_tokens):
+                    self.prompt_cache.store(prefill.cache_tokens, prefill.cache)
+                return
         if self._solo is not None and self._solo.stream_id == stream_id:
             self._end_solo()
             return
@@ -165,7 +215,7 @@ class BatchLane:
 
     def stream_ids(self) -> list[str]:
         solo = [self._solo.stream_id] if self._solo is not None else []
-        return solo + list(self._uid_of)
+        return [p.stream_id for p in self._waiting] + solo + list(self._uid_of)
 
     def close(self) -> None:
         self._generator.close()
@@ -173,3 +223,13 @@ class BatchLane:
     def _forget(self, uid: int) -> None:
         stream_id = self._stream_of.pop(uid)
         del self._uid_of[stream_id]
+
+
+def new_lane(model: Any, settings: SchedulerConfig, *, solo: bool = True) -> BatchLane:
+    budget = StepBudget(
+        max_step_s=settings.max_step_ms / 1000,
+        max_chunk_tokens=settings.prefill_chunk_tokens,
+        fixed_tokens=settings.prefill_token_budget,
+    )
+    cache = PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries)
+    return BatchLane(model, cache, budget, max_batch_size=settings.max_batch_size, solo=solo)

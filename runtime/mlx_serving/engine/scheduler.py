@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -21,10 +23,9 @@ import mlx.core as mx
 from ..config import SchedulerConfig
 from ..protocol.errors import InvalidParams, Overloaded
 from ..protocol.notifications import FinishReason, StreamCompleted, StreamFailed
-from .batch_lane import BatchLane, LaneToken
+from .batch_lane import BatchLane, LaneToken, new_lane
 from .detokenize import TextAssembler
 from .loader import LoadedModel
-from .prompt_cache import PromptCache
 from .speculative_lane import SpeculativeLane
 from .stream import StreamRequest, StreamSink
 from .stream_output import ActiveStream, Notification, final_events
@@ -69,6 +70,8 @@ class Scheduler:
         # `_output_closed` is set (under this lock) the engine thread's output is dropped.
         self._emit_lock = threading.Lock()
         self._output_closed = False
+        # Told the duration and prefill tokens of each batch step (the runtime's metrics).
+        self.on_step: Callable[[float, int], None] | None = None
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -313,13 +316,7 @@ class Scheduler:
         return entry.lane
 
     def _new_lane(self, model: LoadedModel) -> BatchLane:
-        settings = self._batch
-        return BatchLane(
-            model.model,
-            PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries),
-            max_batch_size=settings.max_batch_size,
-            prefill_chunk_tokens=settings.prefill_chunk_tokens,
-        )
+        return new_lane(model.model, self._batch)
 
     def _drop_lane(self, model: LoadedModel) -> None:
         model_id = model.model_id
@@ -348,7 +345,11 @@ class Scheduler:
             if not len(entry.lane):
                 continue
             try:
-                tokens = self._step_lane(entry.lane)
+                budget = self._prefill_budget(model_id, entry.lane)
+                started = time.perf_counter()
+                tokens = self._step_lane(entry.lane, budget)
+                if self.on_step is not None:
+                    self.on_step(time.perf_counter() - started, entry.lane.last_prefill_tokens)
             except Exception as exc:
                 log.exception("batch step failed for model %s", model_id)
                 self._fail_lane(model_id, f"generation failed: {type(exc).__name__}: {exc}", out)
@@ -442,8 +443,11 @@ class Scheduler:
     def _lane_dropped(self, model_id: str) -> None:
         pass
 
-    def _step_lane(self, lane: BatchLane) -> list[LaneToken]:
-        return lane.step()
+    def _prefill_budget(self, model_id: str, lane: BatchLane) -> int:
+        return lane.budget.tokens(decoding=lane.decoding > 0)
+
+    def _step_lane(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
+        return lane.step(prefill_tokens)
 
 
 def _runs_on(request: StreamRequest, model: LoadedModel) -> bool:

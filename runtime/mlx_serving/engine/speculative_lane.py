@@ -8,7 +8,7 @@ exactly the target model's (the draft only proposes; the target verifies every t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 from mlx_lm.generate import speculative_generate_step
@@ -46,7 +46,7 @@ class SpeculativeLane:
         self._generated += 1
         if from_draft:
             self.accepted += 1
-        done = None
+        done: Literal["stop", "length"] | None = None
         if token in self._stop_ids:
             done = "stop"
         elif self._generated >= self._max_tokens:

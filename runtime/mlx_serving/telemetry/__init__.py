@@ -131,6 +131,18 @@ class Telemetry:
             ),
         )
         self._streams = StreamObserver(self.stream_metrics, self.events)
+        self.engine_steps = Counter(
+            "mlx_serving_engine_steps_total", "Batch steps run (one per model with streams)."
+        )
+        self.prefill_tokens = Counter(
+            "mlx_serving_prefill_tokens_total",
+            "Prompt tokens prefilled by batch steps (over engine steps: tokens per step).",
+        )
+        self.step_duration = Histogram(
+            "mlx_serving_engine_step_seconds",
+            "One batch step: a token for every decoding stream plus a prefill chunk; the gap "
+            "a decoding stream sees between tokens.",
+        )
 
     @property
     def active(self) -> bool:
@@ -192,6 +204,15 @@ class Telemetry:
 
     # -- models and the runtime ------------------------------------------------------------
 
+    def engine_step(self, seconds: float, prefill_tokens: int) -> None:
+        """Called by the engine thread after each batch step."""
+        if not self.enabled:
+            return
+        self.engine_steps.inc()
+        if prefill_tokens:
+            self.prefill_tokens.inc(by=prefill_tokens)
+        self.step_duration.labels().observe(seconds)
+
     def model_loaded(self, event: ModelLoadedEvent) -> None:
         self._publish(event)
 
@@ -247,6 +268,8 @@ class Telemetry:
                 m.prompt_tokens.snapshot(),
                 m.cached_prompt_tokens.snapshot(),
                 m.draft_tokens_accepted.snapshot(),
+                self.engine_steps.snapshot(),
+                self.prefill_tokens.snapshot(),
             ],
             gauges=engine_gauges + own_gauges,
             histograms=[
@@ -255,6 +278,7 @@ class Telemetry:
                 m.queue_wait.snapshot(),
                 m.generation_duration.snapshot(),
                 self.request_duration.snapshot(),
+                self.step_duration.snapshot(),
             ],
             collector="native" if native else "python",
         )

@@ -1,0 +1,57 @@
+"""How many prompt tokens one engine step may prefill.
+
+A step decodes one token for every running stream and spends the rest of its time on
+prefill, so the gap between a decoding stream's tokens stays near `max_step_ms` however
+long the prompts beside it are (vLLM and SGLang bound their steps by a token budget the
+same way). The budget is in tokens, sized from what this model measured on this machine:
+prefill throughput and decode time per step, as moving averages. With nobody decoding the
+step is allowed longer (prefill is then all there is to do), still bounded so that a
+cancel or a shutdown waits for at most one such chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# With nothing decoding, a step may take this many times max_step_ms.
+IDLE_STEP_FACTOR = 4.0
+# Prefill gets at least this share of max_step_ms even when decoding alone fills it.
+MIN_PREFILL_SHARE = 0.2
+MIN_CHUNK_TOKENS = 16
+# Before anything was measured.
+FIRST_CHUNK_TOKENS = 256
+SMOOTHING = 0.3
+
+
+@dataclass
+class StepBudget:
+    max_step_s: float
+    max_chunk_tokens: int
+    fixed_tokens: int | None = None  # a fixed budget instead of the measured one
+    prefill_tokens_per_s: float | None = None
+    decode_s: float = 0.0
+
+    def tokens(self, decoding: bool) -> int:
+        if self.fixed_tokens is not None:
+            return self.fixed_tokens
+        rate = self.prefill_tokens_per_s
+        if rate is None:
+            return min(FIRST_CHUNK_TOKENS, self.max_chunk_tokens)
+        if decoding:
+            spare = max(self.max_step_s - self.decode_s, self.max_step_s * MIN_PREFILL_SHARE)
+        else:
+            spare = self.max_step_s * IDLE_STEP_FACTOR
+        return max(MIN_CHUNK_TOKENS, min(self.max_chunk_tokens, int(spare * rate)))
+
+    def record_decode(self, seconds: float) -> None:
+        self.decode_s += SMOOTHING * (seconds - self.decode_s)
+
+    def record_prefill(self, tokens: int, seconds: float) -> None:
+        # Chunks too small to time well would only add noise.
+        if tokens < MIN_CHUNK_TOKENS or seconds <= 0:
+            return
+        rate = tokens / seconds
+        previous = self.prefill_tokens_per_s
+        self.prefill_tokens_per_s = (
+            rate if previous is None else previous + SMOOTHING * (rate - previous)
+        )
