@@ -129,7 +129,10 @@ class BatchLane:
                 break
             self._waiting.popleft()
             handed_over += self._start_decoding(prefill)
-            if fed >= budget:
+            # A stream that just finished its prefill gets its first token next step: go
+            # on only with prompts this step can finish too (short ones, arriving together),
+            # never delaying that first token by a chunk of somebody else's prompt.
+            if self._waiting and len(self._waiting[0].remaining) - 1 > budget - fed:
                 break
         return handed_over, fed
 

@@ -16,7 +16,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import mlx.core as mx
 
@@ -31,6 +33,8 @@ from .stream import StreamRequest, StreamSink
 from .stream_output import ActiveStream, Notification, final_events
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Scheduler:
         self._output_closed = False
         # Told the duration and prefill tokens of each batch step (the runtime's metrics).
         self.on_step: Callable[[float, int], None] | None = None
+        # Model work of requests other than streams (run_between_steps), oldest first.
+        self._between_steps: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -115,6 +121,20 @@ class Scheduler:
                 self._cancel_on_admit.add(stream_id)
             self._cond.notify()
             return True
+
+    def run_between_steps(self, work: Callable[[], T], timeout: float | None = None) -> T:
+        """Run `work` on the engine thread between two batch steps and return its result.
+
+        All MLX work of the runtime happens on that thread; work that is not a stream (an
+        embedding batch, say) takes its turn here, so it delays the running streams by
+        one step's worth instead of competing with them for the device."""
+        done: Future[T] = Future()
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the runtime is shutting down")
+            self._between_steps.append((work, done))
+            self._cond.notify()
+        return done.result(timeout)
 
     def fail_model(self, model: LoadedModel, reason: str) -> None:
         """End every stream of a model with an error (the model is unloaded or replaced),
@@ -241,7 +261,13 @@ class Scheduler:
 
     def _has_work(self) -> bool:
         # A retired model wakes the thread too: its batch holds the weights until dropped.
-        return bool(self._admitted or self._streams or self._stopping or self._retired_models)
+        return bool(
+            self._admitted
+            or self._streams
+            or self._stopping
+            or self._retired_models
+            or self._between_steps
+        )
 
     def _iterate(
         self,
@@ -255,6 +281,7 @@ class Scheduler:
 
         Retired batches go before admission, so a stream of a reloaded model never meets
         the batch of the model it replaced."""
+        self._run_between_steps()
         self._end_flagged(stopping, out)
         for model in retired:
             self._drop_lane(model)
@@ -274,6 +301,17 @@ class Scheduler:
                         self._drop_lane(entry.model)
                     return True
         return False
+
+    def _run_between_steps(self) -> None:
+        with self._cond:
+            work, self._between_steps = self._between_steps, []
+        for task, done in work:
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                done.set_result(task())
+            except BaseException as exc:  # the caller's error, raised in the caller
+                done.set_exception(exc)
 
     def _admit(self, request: StreamRequest, out: list[Notification]) -> None:
         stream = ActiveStream(
