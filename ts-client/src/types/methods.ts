@@ -556,7 +556,9 @@ export interface PythonRuntimeConfig {
  */
 export interface SchedulerConfig {
   max_batch_size?: number;
+  max_step_ms?: number;
   prefill_chunk_tokens?: number;
+  prefill_token_budget?: number | null;
   prompt_cache_bytes?: number;
   prompt_cache_entries?: number;
 }

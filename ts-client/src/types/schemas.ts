@@ -2226,10 +2226,27 @@ export const methodsSchema: SchemaDocument = {
           "minimum": 1,
           "type": "integer"
         },
+        "max_step_ms": {
+          "default": 50,
+          "exclusiveMinimum": 0,
+          "type": "number"
+        },
         "prefill_chunk_tokens": {
-          "default": 512,
+          "default": 2048,
           "minimum": 1,
           "type": "integer"
+        },
+        "prefill_token_budget": {
+          "anyOf": [
+            {
+              "minimum": 1,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
         },
         "prompt_cache_bytes": {
           "default": 1073741824,
