@@ -94,6 +94,30 @@ def deeply_nested_requests(draw: st.DrawFn) -> tuple[Any, bytes]:
     return request_id, b"{" + b",".join(draw(st.permutations(members))) + b"}"
 
 
+# The defaults: what one tokenize answer line holds in the worst case, and the prompt limit.
+TOKENIZE_LIMIT = (16 * 2**20 - 64 * 1024 - 128) // 16
+PROMPT_LIMIT = 2**20
+
+
+@st.composite
+def oversize_tokenizer_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any], str]:
+    """A request handing the tokenizer more than can be answered (or than a prompt may
+    hold): (method, params, the field the -32602 must name)."""
+    unit = draw(st.sampled_from(["a", "é", "東", "\x01", "😀", "ab "]))
+    method = draw(st.sampled_from(["tokenize", "batch_tokenize", "generate", "messages"]))
+    limit = PROMPT_LIMIT if method in ("generate", "messages") else TOKENIZE_LIMIT
+    size = draw(st.integers(limit + 1, limit + 4096))
+    text = unit * (size // len(unit.encode()) + 1)
+    if method == "tokenize":
+        return method, {"model_id": "llama", "text": text}, "text"
+    if method == "batch_tokenize":
+        return method, {"requests": [{"model_id": "llama", "text": text}]}, "requests[0].text"
+    if method == "generate":
+        return method, {"model_id": "llama", "prompt": text}, "prompt"
+    messages = [{"role": "user", "content": text}]
+    return "generate", {"model_id": "llama", "messages": messages}, "messages"
+
+
 raw_lines = st.one_of(
     st.binary(max_size=64),
     st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass")),

@@ -2,7 +2,8 @@
 
 The kinds mirror the hypothesis strategies of fuzzing.py (wrong-typed params for every
 method, broken envelopes, batches, notifications, random bytes, invalid UTF-8, truncated
-lines, huge numbers, deep nesting) plus real requests that start streams. A seeded
+lines, huge numbers, deep nesting, also around a readable id, tokenize text beyond what an
+answer holds) plus real requests that start streams. A seeded
 `random.Random` draws them rather than hypothesis: a soak run is one long sequence that a
 seed reproduces, with no shrinking to pay for.
 """
@@ -14,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.reliability.fuzzing import FUZZED_METHODS, field_names, nesting
+from tests.reliability.fuzzing import FUZZED_METHODS, TOKENIZE_LIMIT, field_names, nesting
 
 
 @dataclass
@@ -105,6 +106,9 @@ class FrameSource:
         choice = r.randrange(6)
         if choice == 0:
             params: Any = {"model_id": m, "text": self.value() if r.random() < 0.2 else "hi there"}
+            if r.random() < 0.05:
+                # More text than an answer could hold: refused before it is tokenized.
+                params["text"] = "é" * (TOKENIZE_LIMIT // 2 + r.randrange(1, 1000))
             method = "tokenize"
         elif choice == 1:
             method, params = (

@@ -113,6 +113,29 @@ def test_oversize_frame_is_rejected_without_buffering_and_serving_goes_on() -> N
         assert info["memory"]["rss"] - before < limit // 2
 
 
+def test_tokenize_beyond_what_an_answer_holds_is_refused_before_the_work(
+    llama_dir: Path,
+) -> None:
+    """Tokenizing costs ~280 bytes of memory per byte of text: a 15 MiB text took 34 s and
+    3.2 GiB only to fail on its answer's size. Refused up front, memory stays flat."""
+    with RuntimeClient() as client:
+        client.call("load_model", {"model_id": "m", "local_path": str(llama_dir)})
+        text = "The quick brown fox jumps over the lazy dog. " * (15 * 2**20 // 45)
+        before = _rss(client.process.pid)
+        started = time.monotonic()
+        frame = client.request("tokenize", {"model_id": "m", "text": text}, timeout=120)
+        seconds = time.monotonic() - started
+        peak = _peak_rss(client.process.pid)
+        assert frame["error"]["code"] == -32602, frame["error"]
+        assert frame["error"]["data"]["field"] == "text"
+        # The frame itself is read and decoded (~2x its size); nothing is tokenized.
+        assert peak - before < 128 * 2**20, (before, peak)
+        assert seconds < 10
+        print(
+            f"\n[tokenize 15 MiB] refused in {seconds:.2f} s, peak RSS +{(peak - before) >> 20} MiB"
+        )
+
+
 def test_a_batch_answer_stays_within_the_output_line_limit(llama_dir: Path) -> None:
     """Six tokenize answers that each fit the line limit, in one batch that would not:
     the largest give way to errors, and every id is still answered exactly once."""
@@ -147,12 +170,16 @@ def test_a_batch_answer_stays_within_the_output_line_limit(llama_dir: Path) -> N
         assert client.call("tokenize", {"model_id": "m", "text": text})["tokens"]
 
 
-def _rss(pid: int) -> int:
+def _rss(pid: int, field: str = "VmRSS") -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
+
+
+def _peak_rss(pid: int) -> int:
+    return _rss(pid, "VmHWM")
 
 
 STREAMS = 4

@@ -14,6 +14,7 @@ from tests.reliability.fuzzing import (
     Fuzzer,
     deeply_nested_requests,
     envelope_variants,
+    oversize_tokenizer_requests,
     raw_lines,
     wrong_typed_requests,
 )
@@ -98,6 +99,23 @@ def test_deep_nesting_is_answered_with_the_readable_id(
     assert len(answers) == 1
     assert answers[0]["id"] == request_id
     assert answers[0]["error"]["code"] == -32600, answers[0]
+
+
+@settings(FUZZ, max_examples=24)
+@given(case=oversize_tokenizer_requests())
+def test_oversize_tokenizer_input_is_refused_naming_the_field(
+    fuzzer: Fuzzer, case: tuple[str, dict[str, Any], str]
+) -> None:
+    method, params, field = case
+    request_id = f"oversize-{fuzzer.frames_sent}"
+    frame = {"jsonrpc": "2.0", "method": method, "id": request_id, "params": params}
+    [answer] = fuzzer.exchange(json.dumps(frame).encode(), expect_reply_to=request_id)
+    if method == "batch_tokenize":
+        [item] = answer["result"]["results"]
+        assert item["error_code"] == -32602 and item["error_data"]["field"] == field, item
+    else:
+        assert answer["error"]["code"] == -32602, answer
+        assert answer["error"]["data"]["field"] == field
 
 
 @pytest.mark.parametrize(

@@ -21,11 +21,17 @@ from ..protocol.methods import (
 )
 from .batch import failed
 from .context import RuntimeContext
+from .input_limits import require_prompt_within
 
 
 def generate_methods(context: RuntimeContext) -> dict[str, Method]:
     engine = context.engine
     telemetry = context.telemetry
+    max_prompt_bytes = context.settings.limits.max_prompt_bytes
+
+    def prepare(params: GenerateParams) -> StreamRequest:
+        require_prompt_within(params, max_prompt_bytes)
+        return engine.prepare_stream(params)
 
     def start(request: StreamRequest) -> None:
         telemetry.stream_started(
@@ -37,7 +43,7 @@ def generate_methods(context: RuntimeContext) -> dict[str, Method]:
         engine.start(request)
 
     def generate(params: GenerateParams) -> Deferred:
-        request = engine.prepare_stream(params)
+        request = prepare(params)
         return Deferred(
             GenerateResult(stream_id=request.stream_id, started_at=time.time()),
             after_sent=lambda: start(request),
@@ -60,7 +66,7 @@ def generate_methods(context: RuntimeContext) -> dict[str, Method]:
         results: list[BatchItemResult] = []
         for item in params.requests:
             try:
-                request = engine.prepare_stream(item)
+                request = prepare(item)
             except RpcError as exc:
                 results.append(failed(exc))
                 continue

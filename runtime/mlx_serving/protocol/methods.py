@@ -16,8 +16,6 @@ from .metrics import RuntimeMetrics
 
 UNSET = msgspec.UNSET
 
-MiB = 1024 * 1024
-
 NonEmptyStr = Annotated[str, Meta(min_length=1, max_length=1024)]
 TokenId = Annotated[int, Meta(ge=0)]
 Unit = Annotated[float, Meta(ge=0.0, le=1.0)]
@@ -186,8 +184,12 @@ class DownloadModelResult(msgspec.Struct, kw_only=True):
 
 
 class TokenizeParams(msgspec.Struct, kw_only=True):
+    """Text of at most (json_rpc.max_output_line_bytes - 64 KiB) / 16 bytes, what one
+    answer line holds in the worst case (1 MiB - 4 KiB by default); the texts of a
+    batch_tokenize share that."""
+
     model_id: NonEmptyStr
-    text: Annotated[str, Meta(max_length=16 * MiB)]
+    text: str
     add_special_tokens: bool = True
 
 
@@ -308,13 +310,14 @@ Guidance = JsonSchemaGuidance | RegexGuidance | GrammarGuidance
 
 class GenerateParams(msgspec.Struct, kw_only=True):
     """A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;
-    upper bounds that depend on configuration (max_tokens, temperature) are checked by the
-    handler against the runtime's limits. `image` and `images` belong to
+    upper bounds that depend on configuration (max_tokens, temperature, the prompt's bytes)
+    are checked by the handler against the runtime's limits. `image` and `images` belong to
     generate_with_image: generate refuses them (-32602) rather than run without them; its
     images go in `messages` as image parts."""
 
     model_id: NonEmptyStr
-    prompt: Annotated[str, Meta(max_length=1 * MiB)] = ""
+    # At most json_rpc.max_prompt_bytes of UTF-8 (runtime/info `limits`); so are messages.
+    prompt: str = ""
     prompt_tokens: list[TokenId] | None = None
     messages: list[ChatMessage] | None = None
     stream_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None

@@ -98,8 +98,8 @@ export interface BatchGenerateParams {
 }
 /**
  * A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;
- * upper bounds that depend on configuration (max_tokens, temperature) are checked by the
- * handler against the runtime's limits. `image` and `images` belong to
+ * upper bounds that depend on configuration (max_tokens, temperature, the prompt's bytes)
+ * are checked by the handler against the runtime's limits. `image` and `images` belong to
  * generate_with_image: generate refuses them (-32602) rather than run without them; its
  * images go in `messages` as image parts.
  *
@@ -204,6 +204,10 @@ export interface BatchTokenizeParams {
   requests: TokenizeParams[];
 }
 /**
+ * Text of at most (json_rpc.max_output_line_bytes - 64 KiB) / 16 bytes, what one
+ * answer line holds in the worst case (1 MiB - 4 KiB by default); the texts of a
+ * batch_tokenize share that.
+ *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "TokenizeParams".
  */

@@ -923,7 +923,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "GenerateParams": {
-      "description": "A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;\nupper bounds that depend on configuration (max_tokens, temperature) are checked by the\nhandler against the runtime's limits. `image` and `images` belong to\ngenerate_with_image: generate refuses them (-32602) rather than run without them; its\nimages go in `messages` as image parts.",
+      "description": "A generation request. Exactly one of prompt / prompt_tokens / messages is non-empty;\nupper bounds that depend on configuration (max_tokens, temperature, the prompt's bytes)\nare checked by the handler against the runtime's limits. `image` and `images` belong to\ngenerate_with_image: generate refuses them (-32602) rather than run without them; its\nimages go in `messages` as image parts.",
       "properties": {
         "draft_model": {
           "anyOf": [
@@ -1058,7 +1058,6 @@ export const methodsSchema: SchemaDocument = {
         },
         "prompt": {
           "default": "",
-          "maxLength": 1048576,
           "type": "string"
         },
         "prompt_tokens": {
@@ -1320,7 +1319,6 @@ export const methodsSchema: SchemaDocument = {
         },
         "prompt": {
           "default": "",
-          "maxLength": 1048576,
           "type": "string"
         },
         "prompt_tokens": {
@@ -2403,6 +2401,7 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "TokenizeParams": {
+      "description": "Text of at most (json_rpc.max_output_line_bytes - 64 KiB) / 16 bytes, what one\nanswer line holds in the worst case (1 MiB - 4 KiB by default); the texts of a\nbatch_tokenize share that.",
       "properties": {
         "add_special_tokens": {
           "default": true,
@@ -2414,7 +2413,6 @@ export const methodsSchema: SchemaDocument = {
           "type": "string"
         },
         "text": {
-          "maxLength": 16777216,
           "type": "string"
         }
       },
