@@ -221,7 +221,7 @@ async function stream(
         firstTokenAt ??= performance.now();
         text += chunk.text;
         if (!values.json) process.stdout.write(chunk.text);
-      } else {
+      } else if (chunk.type === 'stats') {
         end = chunk;
       }
     }

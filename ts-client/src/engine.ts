@@ -16,7 +16,15 @@ import {
   StreamFailedError,
   type RuntimeExitedError,
 } from './errors.js';
-import { Generation, type FinishReason, type GenerationChunk, type StatsChunk, type StreamControl } from './generator.js';
+import {
+  Generation,
+  type FinishReason,
+  type GenerationChunk,
+  type StatsChunk,
+  type StreamControl,
+  type StreamToolCall,
+  type ToolCallChunk,
+} from './generator.js';
 import { runtimeProcessSpec, type LaunchOptions } from './launch.js';
 import { ClientLogger, consoleLogger, type Logger } from './logger.js';
 import type { RuntimeEvent } from './metrics.js';
@@ -114,8 +122,13 @@ export interface GeneratorOptions {
 
 export interface GenerationResult {
   streamId: string;
+  /** The answer, without reasoning sent apart (`reasoning: "separate"`) or tool calls. */
   text: string;
+  /** Every token's id, reasoning included. */
   tokenIds: number[];
+  /** The reasoning sent apart; empty when none was. */
+  reasoning: string;
+  toolCalls: ToolCallChunk[];
   finishReason: FinishReason;
   stats: StreamStats;
 }
@@ -380,19 +393,27 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Runs a generation to its end and returns the whole text. */
   async generate(params: GeneratorParams, options: GeneratorOptions = {}): Promise<GenerationResult> {
     let text = '';
+    let reasoning = '';
     const tokenIds: number[] = [];
+    const toolCalls: ToolCallChunk[] = [];
     let end: StatsChunk | undefined;
     const generation = this.createGenerator(params, options);
     for await (const chunk of generation) {
       if (chunk.type === 'token') {
         text += chunk.text;
         tokenIds.push(chunk.tokenId);
+      } else if (chunk.type === 'reasoning') {
+        reasoning += chunk.text;
+        tokenIds.push(chunk.tokenId);
+      } else if (chunk.type === 'tool_call') {
+        toolCalls.push(chunk);
       } else {
         end = chunk;
       }
     }
     if (!end) throw new ProtocolError(`stream ${generation.streamId} ended without its stats`);
-    return { streamId: generation.streamId, text, tokenIds, finishReason: end.finishReason, stats: end.stats };
+    const { streamId } = generation;
+    return { streamId, text, tokenIds, reasoning, toolCalls, finishReason: end.finishReason, stats: end.stats };
   }
 
   /** Shuts the runtime down (`shutdown`, SIGKILL after `shutdownTimeoutMs`). Idempotent. */
@@ -448,6 +469,11 @@ export class Engine extends EventEmitter<EngineEvents> {
         const chunk = params as StreamChunk | StreamChunkBatch;
         const chunks = 'tokens' in chunk ? chunk.tokens : [chunk];
         for (const single of chunks) this.stream(single.stream_id)?.pushChunk(single);
+        return;
+      }
+      case 'stream.tool_call': {
+        const call = params as StreamToolCall;
+        this.stream(call.stream_id)?.pushToolCall(call);
         return;
       }
       case 'stream.stats': {

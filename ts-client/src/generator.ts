@@ -1,6 +1,7 @@
 /**
- * One generation stream as an async iterable: token chunks as the runtime sends them, then
- * one `stats` chunk carrying the finish reason. Errors (the runtime's, a crash, a protocol
+ * One generation stream as an async iterable: token chunks as the runtime sends them (and,
+ * when the request asked for them, reasoning chunks and whole tool calls), then one `stats`
+ * chunk carrying the finish reason. Errors (the runtime's, a crash, a protocol
  * violation) are thrown from the iteration after the tokens that came before them.
  */
 import { ProtocolError } from './errors.js';
@@ -24,6 +25,38 @@ export interface TokenChunk {
   cumulativeText?: string;
 }
 
+/** A token of the model's reasoning (`<think>…</think>` and the like), sent apart from the
+ * answer when the request set `reasoning: "separate"`. */
+export interface ReasoningChunk {
+  type: 'reasoning';
+  streamId: string;
+  text: string;
+  tokenId: number;
+  logprob?: number;
+  topLogprobs?: TopLogprob[];
+}
+
+/** One complete tool call, parsed from the output by the runtime (requests with `tools`). */
+export interface ToolCallChunk {
+  type: 'tool_call';
+  streamId: string;
+  /** Position among the stream's calls, from 0. */
+  index: number;
+  id: string;
+  name: string;
+  /** The arguments as JSON text. */
+  arguments: string;
+}
+
+/** `stream.tool_call` as the runtime sends it. */
+export interface StreamToolCall {
+  stream_id: string;
+  index: number;
+  id: string;
+  name: string;
+  arguments: string;
+}
+
 export interface StatsChunk {
   type: 'stats';
   streamId: string;
@@ -33,7 +66,7 @@ export interface StatsChunk {
   stats: StreamStats;
 }
 
-export type GenerationChunk = TokenChunk | StatsChunk;
+export type GenerationChunk = TokenChunk | ReasoningChunk | ToolCallChunk | StatsChunk;
 
 /** What a Generation needs from the engine. */
 export interface StreamControl {
@@ -127,15 +160,23 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     if (this.stopOnRuntime) this.control.cancel(this.streamId);
   }
 
-  pushChunk(chunk: StreamChunk): void {
+  pushChunk(chunk: StreamChunk & { reasoning?: boolean }): void {
     if (this.ended) return;
     this.tokensReceived += 1;
     this.firstTokenAt ??= performance.now();
-    const token: TokenChunk = { type: 'token', streamId: this.streamId, text: chunk.token, tokenId: chunk.token_id };
+    const token: TokenChunk | ReasoningChunk = chunk.reasoning
+      ? { type: 'reasoning', streamId: this.streamId, text: chunk.token, tokenId: chunk.token_id }
+      : { type: 'token', streamId: this.streamId, text: chunk.token, tokenId: chunk.token_id };
     if (chunk.logprob !== undefined) token.logprob = chunk.logprob;
     if (chunk.top_logprobs !== undefined) token.topLogprobs = chunk.top_logprobs;
-    if (chunk.cumulative_text !== undefined) token.cumulativeText = chunk.cumulative_text;
+    if (chunk.cumulative_text !== undefined && token.type === 'token') token.cumulativeText = chunk.cumulative_text;
     this.deliver(token);
+  }
+
+  pushToolCall(call: StreamToolCall): void {
+    if (this.ended) return;
+    const { index, id, name } = call;
+    this.deliver({ type: 'tool_call', streamId: this.streamId, index, id, name, arguments: call.arguments });
   }
 
   pushStats(stats: StreamStats): void {

@@ -13,7 +13,7 @@ export type {
 export { Generation } from './generator.js';
 export { PROMETHEUS_CONTENT_TYPE, toPrometheus } from './metrics.js';
 export type { PrometheusOptions, RuntimeEvent } from './metrics.js';
-export type { FinishReason, GenerationChunk, StatsChunk, TokenChunk } from './generator.js';
+export type { FinishReason, GenerationChunk, ReasoningChunk, StatsChunk, StreamToolCall, TokenChunk, ToolCallChunk } from './generator.js';
 export {
   CircuitOpenError,
   EngineDisposedError,

@@ -28,7 +28,7 @@ async function generatesReceived(engine: Engine): Promise<number> {
 }
 
 const describeChunks = (chunks: GenerationChunk[] | 'pending') =>
-  chunks === 'pending' ? chunks : chunks.map((c) => (c.type === 'token' ? c.text : `<${c.finishReason}>`));
+  chunks === 'pending' ? chunks : chunks.map((c) => (c.type === 'token' ? c.text : c.type === 'stats' ? `<${c.finishReason}>` : `<${c.type}>`));
 
 describe('abort and cancel (fake runtime)', () => {
   test('an abort ends the iteration at once while the runtime cannot answer; the cancel follows', async () => {

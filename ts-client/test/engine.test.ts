@@ -144,7 +144,7 @@ describe('engine against the Python runtime', () => {
       if (chunk.type === 'token') {
         tokens += 1;
         if (tokens === 3) controller.abort();
-      } else {
+      } else if (chunk.type === 'stats') {
         end = chunk;
       }
     }

@@ -37,7 +37,7 @@ test('next() calls made at once are queued and settle in order', async () => {
   g.complete({ stream_id: 's1', event: 'completed', finish_reason: 'stop' });
   const results = await Promise.all(calls);
   assert.deepEqual(
-    results.map((r) => (r.done ? 'done' : r.value.type === 'token' ? r.value.text : r.value.finishReason)),
+    results.map((r) => (r.done ? 'done' : r.value.type === 'token' ? r.value.text : r.value.type === 'stats' ? r.value.finishReason : r.value.type)),
     ['a', 'b', 'stop', 'done'],
   );
 });

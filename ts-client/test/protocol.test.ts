@@ -89,7 +89,7 @@ describe('protocol violations and compat forms (fake runtime)', () => {
   test('batched chunks are unpacked and compat finish reasons accepted', async () => {
     const chunks = await collect(engine.createGenerator({ model_id: 'm', prompt: 'batch' }));
     assert.deepEqual(
-      chunks.map((c) => (c.type === 'token' ? c.text : `<${c.finishReason}>`)),
+      chunks.map((c) => (c.type === 'token' ? c.text : c.type === 'stats' ? `<${c.finishReason}>` : `<${c.type}>`)),
       ['He', 'll', 'o', '<completed>'],
     );
     const empty = await engine.generate({ model_id: 'm', prompt: 'no-output' });
