@@ -6,6 +6,7 @@ from ..dispatch import Method
 from ..engine.guidance import CAPABILITIES as GUIDANCE_CAPABILITIES
 from .context import RuntimeContext
 from .download import download_methods
+from .embed import embed_methods, unadvertised_embed_methods
 from .generate import generate_methods
 from .models import model_methods
 from .runtime import NOT_YET_SERVED, runtime_methods
@@ -22,10 +23,12 @@ def build_methods(context: RuntimeContext) -> dict[str, Method]:
         tokenize_methods,
         generate_methods,
         vision_methods,
+        embed_methods,
     )
     for group in groups:
         methods.update(group(context))
     served = set(methods) - set(NOT_YET_SERVED) - set(unadvertised_vision_methods())
+    served -= set(unadvertised_embed_methods(context))
     context.capabilities[:] = sorted(served | set(GUIDANCE_CAPABILITIES))
     return methods
 
