@@ -35,6 +35,8 @@ import type {
   ChatMessage,
   DetokenizeParams,
   DetokenizeResult,
+  EmbedParams,
+  EmbedResult,
   GenerateParams,
   GenerateWithImageParams,
   LoadModelParams,
@@ -56,6 +58,10 @@ import type {
   TokenizeResult,
 } from './types/index.js';
 import { protocolValidator, type ProtocolValidator } from './validation.js';
+
+/** `embed` params with `input` as any string list (the wire type says non-empty: an empty
+ * list is refused at `input` before sending). */
+export type EmbedRequest = Omit<EmbedParams, 'input'> & { input: string | readonly string[] };
 
 export interface EngineOptions extends LaunchOptions {
   /** Default per-request timeout (default 30 s; 0 disables). */
@@ -290,6 +296,13 @@ export class Engine extends EventEmitter<EngineEvents> {
   async tokenize(params: TokenizeParams, options?: CallOptions): Promise<TokenizeResult> {
     this.checkParams('tokenize', params);
     return this.request('tokenize', params, options);
+  }
+
+  /** Vectors for texts from a loaded text model: one per text, in order, unit length
+   * unless `normalize: false`. A large list goes in one request: the runtime batches it. */
+  async embed(params: EmbedRequest, options?: CallOptions): Promise<EmbedResult> {
+    this.checkParams('embed', params);
+    return this.request('embed', params as EmbedParams, options);
   }
 
   async detokenize(params: DetokenizeParams, options?: CallOptions): Promise<DetokenizeResult> {

@@ -1,6 +1,7 @@
 export { createEngine, Engine } from './engine.js';
 export type {
   CallOptions,
+  EmbedRequest,
   EngineEvents,
   EngineOptions,
   GenerationResult,

@@ -20,6 +20,8 @@ export interface MethodSchemas {
   "detokenize.result": DetokenizeResult;
   "download_model.params": DownloadModelParams;
   "download_model.result": DownloadModelResult;
+  "embed.params": EmbedParams;
+  "embed.result": EmbedResult;
   "generate.params": GenerateParams;
   "generate.result": GenerateResult;
   "generate_with_image.params": GenerateWithImageParams;
@@ -316,6 +318,33 @@ export interface DownloadModelResult {
   repo_id: string;
   revision: string;
   total_bytes: number;
+}
+/**
+ * One vector per text, in order. The texts' UTF-8 is at most json_rpc.max_prompt_bytes
+ * in all, and their vectors must fit one answer line (json_rpc.max_output_line_bytes).
+ * A text over the model's context length is refused (-32602 naming `input[i]`), or cut
+ * to it when `truncate` is true.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "EmbedParams".
+ */
+export interface EmbedParams {
+  input: string | [string, ...string[]];
+  model_id: string;
+  normalize?: boolean;
+  pooling?: "cls" | "last" | "mean";
+  truncate?: boolean;
+}
+/**
+ * `prompt_tokens`: the tokens embedded, all texts together (after any truncation).
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "EmbedResult".
+ */
+export interface EmbedResult {
+  dimensions: number;
+  embeddings: number[][];
+  prompt_tokens: number;
 }
 /**
  * generate on a vision model with images beside the prompt. Each image is base64 or
@@ -818,6 +847,10 @@ export interface MethodTypes {
     params: MethodSchemas["download_model.params"];
     result: MethodSchemas["download_model.result"];
   };
+  "embed": {
+    params: MethodSchemas["embed.params"];
+    result: MethodSchemas["embed.result"];
+  };
   "generate": {
     params: MethodSchemas["generate.params"];
     result: MethodSchemas["generate.result"];
@@ -876,6 +909,7 @@ export const METHOD_ORIGINS = {
   "continuous_generate": "compat",
   "detokenize": "new",
   "download_model": "new",
+  "embed": "new",
   "generate": "compat",
   "generate_with_image": "compat",
   "load_model": "compat",
@@ -898,6 +932,7 @@ export const METHOD_SCHEMA_KEYS = {
   "continuous_generate": { params: "continuous_generate.params", result: "continuous_generate.result" },
   "detokenize": { params: "detokenize.params", result: "detokenize.result" },
   "download_model": { params: "download_model.params", result: "download_model.result" },
+  "embed": { params: "embed.params", result: "embed.result" },
   "generate": { params: "generate.params", result: "generate.result" },
   "generate_with_image": { params: "generate_with_image.params", result: "generate_with_image.result" },
   "load_model": { params: "load_model.params", result: "load_model.result" },

@@ -891,6 +891,81 @@ export const methodsSchema: SchemaDocument = {
       "title": "DraftPerformanceEstimate",
       "type": "object"
     },
+    "EmbedParams": {
+      "description": "One vector per text, in order. The texts' UTF-8 is at most json_rpc.max_prompt_bytes\nin all, and their vectors must fit one answer line (json_rpc.max_output_line_bytes).\nA text over the model's context length is refused (-32602 naming `input[i]`), or cut\nto it when `truncate` is true.",
+      "properties": {
+        "input": {
+          "anyOf": [
+            {
+              "minLength": 1,
+              "type": "string"
+            },
+            {
+              "items": {
+                "minLength": 1,
+                "type": "string"
+              },
+              "minItems": 1,
+              "type": "array"
+            }
+          ]
+        },
+        "model_id": {
+          "maxLength": 1024,
+          "minLength": 1,
+          "type": "string"
+        },
+        "normalize": {
+          "default": true,
+          "type": "boolean"
+        },
+        "pooling": {
+          "default": "mean",
+          "enum": [
+            "cls",
+            "last",
+            "mean"
+          ]
+        },
+        "truncate": {
+          "default": false,
+          "type": "boolean"
+        }
+      },
+      "required": [
+        "model_id",
+        "input"
+      ],
+      "title": "EmbedParams",
+      "type": "object"
+    },
+    "EmbedResult": {
+      "description": "`prompt_tokens`: the tokens embedded, all texts together (after any truncation).",
+      "properties": {
+        "dimensions": {
+          "type": "integer"
+        },
+        "embeddings": {
+          "items": {
+            "items": {
+              "type": "number"
+            },
+            "type": "array"
+          },
+          "type": "array"
+        },
+        "prompt_tokens": {
+          "type": "integer"
+        }
+      },
+      "required": [
+        "embeddings",
+        "dimensions",
+        "prompt_tokens"
+      ],
+      "title": "EmbedResult",
+      "type": "object"
+    },
     "Empty": {
       "description": "Params of the methods that take none (a client may still send `{}` or `[]`).",
       "properties": {},
@@ -2543,6 +2618,11 @@ export const methodsSchema: SchemaDocument = {
       "params": "download_model.params",
       "result": "download_model.result"
     },
+    "embed": {
+      "origin": "new",
+      "params": "embed.params",
+      "result": "embed.result"
+    },
     "generate": {
       "origin": "compat",
       "params": "generate.params",
@@ -2647,6 +2727,12 @@ export const methodsSchema: SchemaDocument = {
     },
     "download_model.result": {
       "$ref": "#/$defs/DownloadModelResult"
+    },
+    "embed.params": {
+      "$ref": "#/$defs/EmbedParams"
+    },
+    "embed.result": {
+      "$ref": "#/$defs/EmbedResult"
     },
     "generate.params": {
       "$ref": "#/$defs/GenerateParams"
