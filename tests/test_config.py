@@ -41,6 +41,17 @@ def test_no_file_gives_the_defaults() -> None:
     assert settings_from_environment({}).limits == settings.limits
 
 
+def test_the_prompt_cache_folder_is_in_the_cache_folder_unless_placed(tmp_path: Path) -> None:
+    cache = load_settings(None, {"MLX_SERVING_CACHE_DIR": str(tmp_path)})
+    assert cache.scheduler.prompt_cache_dir == str(tmp_path / "prompt-cache")
+    placed = _write(tmp_path, "scheduler:\n  prompt_cache_dir: kv\n")
+    assert load_settings(placed, {}).scheduler.prompt_cache_dir == str(tmp_path / "kv")
+    off = _write(tmp_path, 'scheduler:\n  prompt_cache_dir: ""\n')
+    assert load_settings(off, {}).scheduler.prompt_cache_dir == ""
+    by_variable = {"MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''"}
+    assert load_settings(None, by_variable).scheduler.prompt_cache_dir == ""
+
+
 def test_documented_example_is_the_defaults_and_validates_against_the_schema(
     tmp_path: Path,
 ) -> None:

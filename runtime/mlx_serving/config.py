@@ -100,6 +100,13 @@ class SchedulerConfig(_Section):
     # KV caches kept per model for later prompts sharing a prefix; 0 disables.
     prompt_cache_bytes: Annotated[int, Meta(ge=0)] = 1 << 30
     prompt_cache_entries: Annotated[int, Meta(ge=0)] = 64
+    # Where prompt KV caches are also kept on disk, as 256-token blocks that outlive the
+    # process and are shared by every runtime pointed at the folder; null: `prompt-cache`
+    # inside models.cache_dir; "" turns the disk tier off (engine/kv_disk/). The RAM tier
+    # is its front: prompt_cache_bytes 0 turns both off.
+    prompt_cache_dir: str | None = None
+    # Bytes of blocks the folder may hold; the least recently used go first. 0: off.
+    prompt_cache_disk_bytes: Annotated[int, Meta(ge=0)] = 8 << 30
 
 
 class DistributedConfig(_Section):
@@ -245,6 +252,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # file. Empty in the effective settings, which already include the one applied.
     environments: dict[str, Settings] = {}
 
+    def __post_init__(self) -> None:
+        # Runtime-owned files live under models.cache_dir unless placed elsewhere.
+        if self.scheduler.prompt_cache_dir is None:
+            self.scheduler.prompt_cache_dir = str(Path(self.models.cache_dir) / "prompt-cache")
+
     @property
     def cache_dir(self) -> Path:
         return Path(self.models.cache_dir)
@@ -266,7 +278,10 @@ _PATH_KEYS: list[tuple[tuple[str, ...], bool]] = [
     (("download", "cache_dir"), False),
     (("security", "allowed_model_roots"), True),
     (("distributed", "hostfile"), False),
+    (("scheduler", "prompt_cache_dir"), False),
 ]
+# Folders that "" switches off instead of naming the config file's own folder.
+_OFF_WHEN_EMPTY = {("scheduler", "prompt_cache_dir")}
 
 
 def load_settings(
@@ -454,6 +469,8 @@ def _resolve_paths(document: dict[str, Any], base: Path | None) -> None:
         if not isinstance(section, dict) or section.get(keys[1]) is None:
             continue
         value = section[keys[1]]
+        if keys in _OFF_WHEN_EMPTY and value == "":
+            continue
         if is_list and isinstance(value, list):
             section[keys[1]] = [_path(item, base) for item in value]
         elif not is_list:
@@ -477,3 +494,6 @@ def _resolve_paths_after_env(settings: Settings) -> None:
     settings.security.allowed_model_roots = [
         str(Path(root).expanduser().absolute()) for root in settings.security.allowed_model_roots
     ]
+    if settings.scheduler.prompt_cache_dir:
+        folder = Path(settings.scheduler.prompt_cache_dir).expanduser().absolute()
+        settings.scheduler.prompt_cache_dir = str(folder)
