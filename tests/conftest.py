@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import pytest
 
 from mlx_serving.testing import make_model
 from mlx_serving.testing.client import RuntimeClient
+
+# Runtimes started by tests keep prompt caches in RAM unless a test names a folder: the
+# default one is in the user's home, and blocks shared between tests would change results.
+os.environ.setdefault("MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR", "''")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,8 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 
 from ..config import SchedulerConfig
+from .kv_disk import disk_blocks
+from .loader import LoadedModel
 from .prefill import Prefill
 from .prompt_cache import PromptCache
 from .solo_decoder import SoloDecoder
@@ -228,11 +230,20 @@ class BatchLane:
         del self._uid_of[stream_id]
 
 
-def new_lane(model: Any, settings: SchedulerConfig, *, solo: bool = True) -> BatchLane:
+def new_lane(
+    model: Any,
+    settings: SchedulerConfig,
+    *,
+    solo: bool = True,
+    persist_for: LoadedModel | None = None,
+) -> BatchLane:
+    """`persist_for`: the loaded model whose identity keys its prompt caches on disk
+    (kv_disk); None keeps them in RAM."""
     budget = StepBudget(
         max_step_s=settings.max_step_ms / 1000,
         max_chunk_tokens=settings.prefill_chunk_tokens,
         fixed_tokens=settings.prefill_token_budget,
     )
-    cache = PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries)
+    disk = disk_blocks(persist_for, settings) if persist_for is not None else None
+    cache = PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries, disk)
     return BatchLane(model, cache, budget, max_batch_size=settings.max_batch_size, solo=solo)

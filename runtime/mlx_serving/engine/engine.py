@@ -23,6 +23,7 @@ from ..protocol.methods import (
     TokenizeResult,
 )
 from ..protocol.notifications import LoadStage
+from . import kv_disk
 from .drafts import check_draft
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
@@ -49,6 +50,8 @@ class Engine:
         )
         self.vision = VisionEngine(settings, sink, self.models, self.scheduler)
         self.models.on_retire(self._model_retired)
+        # The prompt cache's folder is indexed now, in the background, not at first use.
+        kv_disk.open_configured_store(settings.scheduler)
 
     # -- models ----------------------------------------------------------------------------
 
@@ -246,6 +249,8 @@ class Engine:
     def shutdown(self) -> None:
         self.vision.stop()
         self.scheduler.stop()
+        # Streams ended by the stop stored their caches: their blocks go to disk now.
+        kv_disk.close_stores(kv_disk.SHUTDOWN_WRITE_S)
 
 
 def _render_chat(loaded: LoadedModel, messages: list[ChatMessage]) -> list[int]:

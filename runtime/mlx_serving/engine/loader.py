@@ -11,6 +11,7 @@ from ..protocol.errors import ModelLoadError
 from ..protocol.methods import LoadModelResult
 from ..protocol.notifications import LoadStage
 from .config_sizes import CONTEXT_KEYS, check_config_sizes
+from .kv_disk.identity import weights_fingerprint
 
 
 class Retirement:
@@ -37,6 +38,9 @@ class LoadedModel:
     draft: bool
     # How the model is split over the ranks of a distributed runtime; None in one process.
     sharding: str | None = None
+    # The weight files and config as they were when read (kv_disk/identity.py): what keys
+    # its prompt caches on disk; empty keeps them in RAM.
+    weights_fingerprint: str = ""
     retirement: Retirement = field(default_factory=Retirement, compare=False, repr=False)
 
     def load_result(self, **extra: Any) -> LoadModelResult:
@@ -207,6 +211,9 @@ def load_model(
     if not (model_dir / "config.json").is_file():
         raise ModelLoadError(f"no config.json in {model_dir}", model_id=model_id)
     check_config_sizes(model_id, model_dir)
+    # Before the load: files replaced while it reads them give a fingerprint no later load
+    # shares. A sharded model's ranks hold parts of the KV heads: nothing to persist.
+    fingerprint = weights_fingerprint(model_dir) if shard is None else ""
     try:
         if shard is not None:
             model, tokenizer, config = sharded_load(
@@ -244,4 +251,5 @@ def load_model(
         dtype=_dtype_of(model),
         draft=draft,
         sharding=shard.strategy if shard else None,
+        weights_fingerprint=fingerprint,
     )

@@ -1,8 +1,12 @@
-"""Reuse of KV caches across requests that share a token prefix.
+"""Reuse of KV caches across requests that share a token prefix, in RAM and on disk.
 
 mlx-lm's `LRUPromptCache` (a token trie with LRU eviction and a byte bound, the one
-mlx_lm.server uses) does the bookkeeping; this wraps it with the rule a batched insert
-needs (at least one prompt token left to feed) and hit counters for stats and metrics.
+mlx_lm.server uses) is the RAM tier; this wraps it with the rule a batched insert needs (at
+least one prompt token left to feed) and hit counters for stats and metrics. The optional
+disk tier (`kv_disk.DiskBlocks`) gets every stored cache's full blocks, written once in
+the background; a lookup takes whichever tier holds the longer prefix, RAM first. So what
+RAM evicts and what a shutdown or a crash loses is still on disk, for this process and the
+next.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+
+from .kv_disk import DiskBlocks
 
 # LRUPromptCache can hold several models; ours holds one.
 _MODEL_KEY = "model"
@@ -27,9 +33,12 @@ class CacheLookup:
 class PromptCache:
     """The prompt caches of one loaded model (it lives and dies with the model's batch)."""
 
-    def __init__(self, max_bytes: int, max_entries: int = 64) -> None:
+    def __init__(
+        self, max_bytes: int, max_entries: int = 64, disk: DiskBlocks | None = None
+    ) -> None:
         self._lru = LRUPromptCache(max_size=max_entries, max_bytes=max_bytes)
         self.enabled = max_bytes > 0 and max_entries > 0
+        self.disk = disk if self.enabled else None
         self.hits = 0
         self.misses = 0
         self.cached_tokens_total = 0
@@ -49,6 +58,11 @@ class PromptCache:
             else:
                 cache, remaining = None, list(tokens)
         cached = len(tokens) - len(remaining) if cache is not None else 0
+        if self.disk is not None:
+            restored = self.disk.restore(tokens, better_than=cached)
+            if restored is not None:
+                cache, cached = restored
+                remaining = tokens[cached:]
         with self._lock:
             if cached:
                 self.hits += 1
@@ -62,6 +76,8 @@ class PromptCache:
             return
         with self._lock:
             self._lru.insert_cache(_MODEL_KEY, list(tokens), cache)
+        if self.disk is not None:
+            self.disk.save(tokens, cache)
 
     @property
     def nbytes(self) -> int:
@@ -71,3 +87,26 @@ class PromptCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._lru)
+
+    def stats(self) -> dict[str, float]:
+        """Counters for runtime metrics: both tiers (`hits`, `cached_tokens`) and each."""
+        with self._lock:
+            stats: dict[str, float] = {
+                "entries": len(self._lru),
+                "bytes": int(self._lru.nbytes),
+                "hits": self.hits,
+                "misses": self.misses,
+                "cached_tokens": self.cached_tokens_total,
+            }
+        disk = self.disk
+        if disk is not None:
+            disk_bytes, written = disk.store.model_usage(disk.model_key)
+            stats |= {
+                "disk_hits": disk.hits,
+                "disk_cached_tokens": disk.cached_tokens,
+                "disk_bytes": disk_bytes,
+                "disk_blocks_written": written,
+                "disk_restored_bytes": disk.restored_bytes,
+                "disk_restore_seconds": disk.restore_seconds,
+            }
+        return stats

@@ -157,19 +157,10 @@ class Scheduler:
         with self._cond:
             return len(self._reserved)
 
-    def prompt_cache_stats(self) -> dict[str, dict[str, int]]:
+    def prompt_cache_stats(self) -> dict[str, dict[str, float]]:
         with self._cond:
             lanes = dict(self._lanes)
-        return {
-            model_id: {
-                "entries": len(entry.lane.prompt_cache),
-                "bytes": entry.lane.prompt_cache.nbytes,
-                "hits": entry.lane.prompt_cache.hits,
-                "misses": entry.lane.prompt_cache.misses,
-                "cached_tokens": entry.lane.prompt_cache.cached_tokens_total,
-            }
-            for model_id, entry in lanes.items()
-        }
+        return {model_id: entry.lane.prompt_cache.stats() for model_id, entry in lanes.items()}
 
     def stop(self, timeout: float = 2.0) -> None:
         """Cancel every stream (each still gets its final event), then end the thread.
@@ -354,7 +345,7 @@ class Scheduler:
         return entry.lane
 
     def _new_lane(self, model: LoadedModel) -> BatchLane:
-        return new_lane(model.model, self._batch)
+        return new_lane(model.model, self._batch, persist_for=model)
 
     def _drop_lane(self, model: LoadedModel) -> None:
         model_id = model.model_id
