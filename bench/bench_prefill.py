@@ -137,14 +137,16 @@ class Bench:
         time.sleep(1.0)
         with runtime._cond:
             before = list(runtime.chunks.get(decoding, []))
-        median = statistics.median(b - a for a, b in zip(before[-200:], before[-199:]))
+        median = statistics.median(
+            b - a for a, b in zip(before[-200:], before[-199:], strict=False)
+        )
         started = time.perf_counter()
         arriving = self.ttfts(1)[0]
         with runtime._cond:
             during = [t for t in runtime.chunks[decoding] if started <= t <= started + arriving]
         runtime.call("cancel", {"stream_id": decoding})
         runtime.wait_ended([decoding])
-        largest = max(b - a for a, b in zip(during, during[1:]))
+        largest = max(b - a for a, b in zip(during, during[1:], strict=False))
         return median, largest
 
 
@@ -203,6 +205,7 @@ def run(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
     for n in args.counts:
         runs = [bench.ttfts(n) for _ in range(args.repeats)]
         per_k = [statistics.median(run[k] for run in runs) for k in range(n)]
+        # The k-th (1-based) may take (k + 0.3)x alone: its excess over k - 1 is <= 1.3.
         worst_excess = max(t / alone - k for k, t in enumerate(per_k))
         rows.append(
             {
@@ -214,7 +217,7 @@ def run(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append(
             {
                 "what": f"{n} together: worst k-th TTFT / alone - (k - 1)",
-                "ratio": worst_excess + 1,
+                "ratio": worst_excess,
                 "limit": 1.3,
             }
         )

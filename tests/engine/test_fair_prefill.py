@@ -53,18 +53,26 @@ def engine(llama_dir: Path) -> Iterator[tuple[Engine, StepRecorder]]:
     recorder = StepRecorder()
     settings = Settings(scheduler=SchedulerConfig(prefill_token_budget=BUDGET))
     engine = Engine(settings, recorder)
-    real_step = engine.scheduler._step_lane
+    scheduler = engine.scheduler
+    real_decode, real_prefill = scheduler._decode_lane, scheduler._prefill_lane
 
-    def counted_step(lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
-        tokens = real_step(lane, prefill_tokens)
+    def record(tokens: list[LaneToken]) -> list[LaneToken]:
         with recorder.lock:
-            recorder.step += 1
             for token in tokens:
                 recorder.first_token_step.setdefault(token.stream_id, recorder.step)
                 recorder.token_steps.setdefault(token.stream_id, []).append(recorder.step)
         return tokens
 
-    engine.scheduler._step_lane = counted_step  # type: ignore[method-assign]
+    def counted_decode(lane: BatchLane) -> list[LaneToken]:
+        with recorder.lock:
+            recorder.step += 1
+        return record(real_decode(lane))
+
+    def counted_prefill(lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
+        return record(real_prefill(lane, prefill_tokens))
+
+    scheduler._decode_lane = counted_decode  # type: ignore[method-assign]
+    scheduler._prefill_lane = counted_prefill  # type: ignore[method-assign]
     engine.load(LoadModelParams(model_id="m", local_path=str(llama_dir)))
     try:
         yield engine, recorder

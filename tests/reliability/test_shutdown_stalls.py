@@ -42,16 +42,16 @@ def test_streams_end_at_stop_while_the_engine_is_inside_a_long_step(llama_dir: P
     engine.load(LoadModelParams(model_id="m", local_path=str(llama_dir)))
     in_step = threading.Event()
     release = threading.Event()
-    real_step = engine.scheduler._step_lane
+    real_prefill = engine.scheduler._prefill_lane
 
-    def long_step(lane: BatchLane) -> list[LaneToken]:
+    def long_prefill(lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
         # Stands in for a prefill chunk that takes longer than stop()'s timeout.
-        tokens = real_step(lane)
+        tokens = real_prefill(lane, prefill_tokens)
         in_step.set()
         release.wait(30)
         return tokens
 
-    engine.scheduler._step_lane = long_step  # type: ignore[method-assign]
+    engine.scheduler._prefill_lane = long_prefill  # type: ignore[method-assign]
     params = GenerateParams(model_id="m", prompt="hello", max_tokens=100)
     streams = [engine.prepare_stream(params) for _ in range(3)]
     for stream in streams[:2]:

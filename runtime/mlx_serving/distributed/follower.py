@@ -62,8 +62,11 @@ class Follower:
 
     def _apply(self, op: Op) -> None:
         if isinstance(op, Step):
+            # In rank 0's order: every batch decodes, then every batch prefills.
+            for model_id in op.model_ids:
+                self._lanes[model_id].decode()
             for model_id, tokens in zip(op.model_ids, op.prefill_tokens, strict=True):
-                self._lanes[model_id].step(tokens)
+                self._lanes[model_id].prefill(tokens)
             if op.idle_s > 0:
                 # Back inside the collective just before rank 0's next tick; a request
                 # that comes sooner waits for us inside rank 0's broadcast.

@@ -226,9 +226,13 @@ class LockstepScheduler(Scheduler):
     def _prefill_budget(self, model_id: str, lane: BatchLane) -> int:
         return self._shared_budgets[model_id]
 
-    def _step_lane(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
+    def _decode_lane(self, lane: BatchLane) -> list[LaneToken]:
         with self._collective("a batch step", self._config.step_timeout_s):
-            return lane.step(prefill_tokens)
+            return lane.decode()
+
+    def _prefill_lane(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
+        with self._collective("a prefill chunk", self._config.step_timeout_s):
+            return lane.prefill(prefill_tokens)
 
     def _fail_lane(
         self, model_id: str, reason: str, out: list[Notification], leaving: str | None = None

@@ -85,18 +85,26 @@ class BatchLane:
         self._waiting.append(Prefill(self._model, request, lookup, stop_ids))
         return lookup.cached_tokens
 
-    def step(self, prefill_tokens: int) -> list[LaneToken]:
-        """One token for every decoding stream, then up to `prefill_tokens` of prefill."""
+    # A step is decode() then prefill(); the scheduler sends the decoded tokens in between,
+    # so no stream's token waits for a chunk of another prompt.
+
+    def decode(self) -> list[LaneToken]:
+        """One token for every decoding stream."""
         started = time.perf_counter()
         tokens = self._decode()
-        decoded = time.perf_counter()
         if tokens:
-            self.budget.record_decode(decoded - started)
+            self.budget.record_decode(time.perf_counter() - started)
+        return tokens
+
+    def prefill(self, prefill_tokens: int) -> list[LaneToken]:
+        """Up to `prefill_tokens` of the waiting prompts, oldest first. Returns the token a
+        lone decoding stream had already sampled if it moved into the batch."""
+        started = time.perf_counter()
         handed_over, fed = self._prefill(prefill_tokens)
         if fed:
-            self.budget.record_prefill(fed, time.perf_counter() - decoded)
+            self.budget.record_prefill(fed, time.perf_counter() - started)
         self.last_prefill_tokens = fed
-        return tokens + handed_over
+        return handed_over
 
     def _decode(self) -> list[LaneToken]:
         solo = self._solo

@@ -6,8 +6,8 @@ run alone (`SpeculativeLane`) between batch steps. Request threads only queue wo
 flags; all MLX work happens here. The notifications of one step go to the sink together,
 so the writer flushes them as one batch.
 
-The `_lane_*` and `_step_lane` hooks are where a distributed runtime keeps its other
-ranks in step (distributed/scheduler.py); here they do nothing more.
+The `_lane_*`, `_decode_lane` and `_prefill_lane` hooks are where a distributed runtime
+keeps its other ranks in step (distributed/scheduler.py); here they do nothing more.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import mlx.core as mx
@@ -76,6 +77,8 @@ class Scheduler:
         self._output_closed = False
         # Told the duration and prefill tokens of each batch step (the runtime's metrics).
         self.on_step: Callable[[float, int], None] | None = None
+        # Told each stream id released, from any thread (the memory ledger frees its KV).
+        self.on_release: Callable[[str], None] | None = None
         # Model work of requests other than streams (run_between_steps), oldest first.
         self._between_steps: list[tuple[Callable[[], Any], Future[Any]]] = []
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
@@ -99,6 +102,8 @@ class Scheduler:
         with self._cond:
             self._reserved.discard(stream_id)
             self._cancel_on_admit.discard(stream_id)
+        if self.on_release is not None:
+            self.on_release(stream_id)
 
     def start(self, request: StreamRequest) -> None:
         with self._cond:
@@ -370,21 +375,38 @@ class Scheduler:
                 self._end(stream, out, reason="cancelled")
 
     def _step_batches(self, out: list[Notification]) -> None:
-        for model_id, entry in list(self._lanes.items()):
-            if not len(entry.lane):
-                continue
-            try:
-                budget = self._prefill_budget(model_id, entry.lane)
-                started = time.perf_counter()
-                tokens = self._step_lane(entry.lane, budget)
-                if self.on_step is not None:
-                    self.on_step(time.perf_counter() - started, entry.lane.last_prefill_tokens)
-            except Exception as exc:
-                log.exception("batch step failed for model %s", model_id)
-                self._fail_lane(model_id, f"generation failed: {type(exc).__name__}: {exc}", out)
-                continue
-            for token in tokens:
-                self._on_token(self._streams[token.stream_id], token, out)
+        """Decode every batch, send those tokens, then prefill: a stream's token never
+        waits for a chunk of somebody else's prompt."""
+        lanes = [(m, e.lane) for m, e in list(self._lanes.items()) if len(e.lane)]
+        decode_s: dict[str, float] = {}
+        for model_id, lane in lanes:
+            started = time.perf_counter()
+            self._run_lane(model_id, out, partial(self._decode_lane, lane))
+            decode_s[model_id] = time.perf_counter() - started
+        if out:
+            self._emit(out)
+            out.clear()
+        for model_id, lane in lanes:
+            if self._lanes.get(model_id) is None or self._lanes[model_id].lane is not lane:
+                continue  # the batch failed while decoding
+            budget = self._prefill_budget(model_id, lane)
+            started = time.perf_counter()
+            self._run_lane(model_id, out, partial(self._prefill_lane, lane, budget))
+            if self.on_step is not None:
+                seconds = decode_s[model_id] + time.perf_counter() - started
+                self.on_step(seconds, lane.last_prefill_tokens)
+
+    def _run_lane(
+        self, model_id: str, out: list[Notification], work: Callable[[], list[LaneToken]]
+    ) -> None:
+        try:
+            tokens = work()
+        except Exception as exc:
+            log.exception("batch step failed for model %s", model_id)
+            self._fail_lane(model_id, f"generation failed: {type(exc).__name__}: {exc}", out)
+            return
+        for token in tokens:
+            self._on_token(self._streams[token.stream_id], token, out)
 
     def _step_speculative(self, out: list[Notification]) -> None:
         for stream_id, lane in list(self._speculative.items()):
@@ -475,8 +497,11 @@ class Scheduler:
     def _prefill_budget(self, model_id: str, lane: BatchLane) -> int:
         return lane.budget.tokens(decoding=lane.decoding > 0)
 
-    def _step_lane(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
-        return lane.step(prefill_tokens)
+    def _decode_lane(self, lane: BatchLane) -> list[LaneToken]:
+        return lane.decode()
+
+    def _prefill_lane(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
+        return lane.prefill(prefill_tokens)
 
 
 def _runs_on(request: StreamRequest, model: LoadedModel) -> bool:
