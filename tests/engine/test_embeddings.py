@@ -22,7 +22,7 @@ from mlx_serving.engine.embeddings import (
 )
 from mlx_serving.engine.loader import LoadedModel, load_model
 from mlx_serving.protocol.errors import ModelNotLoaded, NotAvailable
-from mlx_serving.protocol.methods import EmbedParams
+from mlx_serving.protocol.methods import EmbedParams, LoadModelParams
 from mlx_serving.testing import make_model
 
 T = TypeVar("T")
@@ -109,12 +109,15 @@ def test_a_model_unloaded_meanwhile_is_not_run(llama_dir: Path) -> None:
         embedder.embed(loaded, [[1, 2, 3]], "mean")
 
 
-def test_a_distributed_runtime_refuses_embed_and_does_not_advertise_it() -> None:
+def test_a_distributed_runtime_refuses_embeddings_and_does_not_advertise_them() -> None:
     from mlx_serving.handlers.embed import embed_methods, unadvertised_embed_methods
 
     engine = SimpleNamespace(scheduler=None, distributed_status=lambda: object())
     context = SimpleNamespace(engine=engine, settings=Settings())
-    assert unadvertised_embed_methods(context) == ("embed",)  # type: ignore[arg-type]
-    handler = embed_methods(context)["embed"].handler  # type: ignore[arg-type]
+    hidden = unadvertised_embed_methods(context)  # type: ignore[arg-type]
+    assert hidden == ("embed", "load_embedding_model")
+    methods = embed_methods(context)  # type: ignore[arg-type]
     with pytest.raises(NotAvailable, match="distributed"):
-        handler(EmbedParams(model_id="m", input="x"))
+        methods["embed"].handler(EmbedParams(model_id="m", input="x"))
+    with pytest.raises(NotAvailable, match="distributed"):
+        methods["load_embedding_model"].handler(LoadModelParams(model_id="m"))

@@ -1,5 +1,6 @@
 """Text embeddings from an mlx-lm model: its final hidden states (after the last norm,
-without the output head), pooled over each text's own tokens.
+without the output head), pooled over each text's own tokens. Dedicated encoders
+(encoders.py) are served the same way with their attention mask.
 
 Texts of a group are padded on the right to the longest one. A causal model's state at a
 token depends on that token and the ones before it only, so padding after a text changes
@@ -9,8 +10,9 @@ mask is needed; pooling counts the text's own tokens only.
 All the MLX work runs on the engine thread between batch steps, in pieces of about one
 prefill chunk (`StepBudget`, measured like the batch's own prefill): texts sorted by length
 and grouped while a group's padded tokens fit the budget, so little is spent on padding; a
-text longer than the budget runs alone, a chunk per piece, through a KV cache. A running
-stream therefore waits for at most one piece per step, however large the request.
+text longer than the budget runs alone, a chunk per piece, through a KV cache (an encoder's
+runs whole). A running stream therefore waits for at most one piece per step, however
+large the request.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from ..config import SchedulerConfig
 from ..protocol.errors import InvalidParams, ModelNotLoaded
+from .encoders import LoadedEncoder
 from .loader import LoadedModel
 from .scheduler import Scheduler
 from .step_budget import StepBudget
@@ -39,7 +42,18 @@ Pooling = Literal["mean", "last", "cls"]
 _BACKBONE_ATTRIBUTES = ("model", "transformer", "backbone")
 
 
-def text_backbone(loaded: LoadedModel) -> Callable[..., Any]:
+@dataclass(frozen=True)
+class Backbone:
+    """How a model turns right-padded rows of tokens (with each row's length) into its
+    final hidden states, (rows, tokens, width)."""
+
+    run: Callable[[mx.array, mx.array, list[Any] | None], Any]
+    # Causal: a text's states do not depend on what follows it, so a long text may run a
+    # chunk at a time through a KV cache (passed as the third argument).
+    causal: bool
+
+
+def text_backbone(loaded: LoadedModel) -> Backbone:
     """The model's transformer without the output head, or -32602 naming the model."""
     from .vision.loader import LoadedVisionModel
 
@@ -47,16 +61,27 @@ def text_backbone(loaded: LoadedModel) -> Callable[..., Any]:
         raise InvalidParams(
             "model_id", f"'{loaded.model_id}' is a vision model; embed takes a text model"
         )
+    if isinstance(loaded, LoadedEncoder):
+        encoder = loaded.model
+
+        def encode(inputs: mx.array, lengths: mx.array, cache: list[Any] | None) -> Any:
+            # Attention goes both ways: padding must be masked out of every text's states.
+            mask = mx.arange(inputs.shape[1])[None, :] < lengths[:, None]
+            return encoder(inputs, attention_mask=mask.astype(mx.float32)).last_hidden_state
+
+        return Backbone(encode, causal=False)
     outer = getattr(loaded.model, "language_model", loaded.model)
-    for name in _BACKBONE_ATTRIBUTES:
-        part = getattr(outer, name, None)
-        if callable(part):
-            return part  # type: ignore[no-any-return]
-    raise InvalidParams(
-        "model_id",
-        f"model '{loaded.model_id}' ({loaded.config.get('model_type')}) has no text backbone "
-        "that embed knows how to call",
+    decoder = next(
+        (part for name in _BACKBONE_ATTRIBUTES if callable(part := getattr(outer, name, None))),
+        None,
     )
+    if decoder is None:
+        raise InvalidParams(
+            "model_id",
+            f"model '{loaded.model_id}' ({loaded.config.get('model_type')}) has no text "
+            "backbone that embed knows how to call",
+        )
+    return Backbone(lambda inputs, _, cache: decoder(inputs, cache=cache), causal=True)
 
 
 def hidden_size(loaded: LoadedModel) -> int | None:
@@ -131,7 +156,7 @@ class EmbeddingJob:
     only, one at a time (the request thread waits for each): nothing here needs a lock."""
 
     model: LoadedModel
-    backbone: Callable[..., Any]
+    backbone: Backbone
     token_lists: list[list[int]]
     pooling: Pooling
     vectors: list[np.ndarray | None] = field(init=False)
@@ -153,7 +178,7 @@ class EmbeddingJob:
         tokens; return the padded tokens run."""
         if self._long is None:
             shortest = self._waiting[-1]
-            if len(self.token_lists[shortest]) > budget:
+            if len(self.token_lists[shortest]) > budget and self.backbone.causal:
                 self._waiting.pop()
                 tokens = self.token_lists[shortest]
                 self._long = _LongText(shortest, tokens, make_prompt_cache(self.model.model))
@@ -172,7 +197,7 @@ class EmbeddingJob:
         width = len(self.token_lists[group[-1]])
         rows = [self.token_lists[i] + [0] * (width - len(self.token_lists[i])) for i in group]
         lengths = mx.array([len(self.token_lists[i]) for i in group])
-        hidden = self._hidden(mx.array(rows), cache=None)
+        hidden = self._hidden(mx.array(rows), lengths, cache=None)
         pooled = np.array(pool(hidden, lengths, self.pooling))
         for row, index in enumerate(group):
             self.vectors[index] = pooled[row]
@@ -180,7 +205,7 @@ class EmbeddingJob:
 
     def _run_chunk(self, text: _LongText, budget: int) -> int:
         chunk = text.tokens[text.done : text.done + budget]
-        hidden = self._hidden(mx.array([chunk]), cache=text.cache)[0]
+        hidden = self._hidden(mx.array([chunk]), mx.array([len(chunk)]), cache=text.cache)[0]
         if text.done == 0:
             text.first = hidden[0]
         if self.pooling == "mean":
@@ -203,8 +228,8 @@ class EmbeddingJob:
         self._long = None
         return len(chunk)
 
-    def _hidden(self, inputs: mx.array, cache: list[Any] | None) -> mx.array:
-        hidden = self.backbone(inputs, cache=cache)
+    def _hidden(self, inputs: mx.array, lengths: mx.array, cache: list[Any] | None) -> mx.array:
+        hidden = self.backbone.run(inputs, lengths, cache)
         if not isinstance(hidden, mx.array) or hidden.ndim != 3:
             raise InvalidParams(
                 "model_id",

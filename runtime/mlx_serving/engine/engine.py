@@ -25,6 +25,7 @@ from ..protocol.methods import (
 from ..protocol.notifications import LoadStage
 from . import kv_disk
 from .drafts import check_draft
+from .encoders import refuse_encoder
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
 from .prompts import require_one_prompt
@@ -137,6 +138,7 @@ class Engine:
                 "draft_model", "cannot be combined with guidance (structured output)"
             )
         loaded = self.models.get(params.model_id)
+        refuse_encoder(loaded)
         # A vision model's prompt (images included) goes through mlx-vlm's processor.
         vision = self.vision.prepare_inputs(loaded, params)
         draft = self._draft_for(loaded, params.draft_model)

@@ -1,4 +1,5 @@
-"""embed: vectors for texts from a loaded text model (engine/embeddings.py)."""
+"""embed: vectors for texts from a loaded text model (engine/embeddings.py), and
+load_embedding_model: a dedicated encoder through mlx-embeddings (engine/encoders.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import numpy as np
 
 from ..dispatch import Method
 from ..engine.embeddings import Embedder, embedding_tokens, hidden_size, text_backbone
-from ..protocol.errors import InvalidParams, NotAvailable
-from ..protocol.methods import EmbedParams, EmbedResult
+from ..engine.encoders import encoders_installed, load_encoder, require_mlx_embeddings
+from ..engine.loader import resolve_model_dir
+from ..protocol.errors import InvalidParams, ModelLoadError, NotAvailable
+from ..protocol.methods import EmbedParams, EmbedResult, LoadModelParams, LoadModelResult
 from .context import RuntimeContext
+from .load_policy import LoadPolicy
 
 # Decimal places kept in each value: float32 holds about 7 significant digits, and a
 # float32 printed as a double takes ~20 bytes where 8 decimals take ~11; rounding moves a
@@ -23,8 +27,11 @@ ANSWER_FIXED_BYTES = 1024
 
 
 def unadvertised_embed_methods(context: RuntimeContext) -> tuple[str, ...]:
-    """embed is answered, with an error, but not advertised by a distributed runtime."""
-    return ("embed",) if _distributed(context) else ()
+    """Answered, with an error naming why, but not advertised: both methods by a
+    distributed runtime, load_embedding_model without mlx-embeddings."""
+    if _distributed(context):
+        return ("embed", "load_embedding_model")
+    return () if encoders_installed() else ("load_embedding_model",)
 
 
 def embed_methods(context: RuntimeContext) -> dict[str, Method]:
@@ -63,7 +70,37 @@ def embed_methods(context: RuntimeContext) -> dict[str, Method]:
             prompt_tokens=sum(len(tokens) for tokens in token_lists),
         )
 
-    return {"embed": Method(EmbedParams, embed)}
+    policy = LoadPolicy(context.settings)
+
+    def load_embedding_model(params: LoadModelParams) -> LoadModelResult:
+        if _distributed(context):
+            raise NotAvailable(
+                "load_embedding_model is not served by a distributed runtime",
+                model_id=params.model_id,
+            )
+        require_mlx_embeddings()  # before touching the model: without it, name the extra
+        if params.quantization or params.draft:
+            raise ModelLoadError(
+                "an embedding model loads as it is: no quantization, not as a draft",
+                model_id=params.model_id,
+            )
+        with policy.admit(params, (m.model_id for m in engine.models)) as admitted:
+            model_dir = resolve_model_dir(
+                admitted.model_id,
+                admitted.local_path,
+                admitted.revision,
+                context.settings.cache_dir / "gguf",
+            )
+            loaded = load_encoder(
+                admitted.model_id, model_dir, context_length=admitted.context_length
+            )
+            engine.models.put(loaded)  # a model it replaces is retired by the registry
+        return loaded.load_result()
+
+    return {
+        "embed": Method(EmbedParams, embed),
+        "load_embedding_model": Method(LoadModelParams, load_embedding_model),
+    }
 
 
 def _distributed(context: RuntimeContext) -> bool:

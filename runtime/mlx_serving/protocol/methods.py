@@ -439,4 +439,5 @@ METHODS: dict[str, MethodSpec] = {
     "load_vision_model": MethodSpec(LoadModelParams, LoadVisionModelResult),
     "generate_with_image": MethodSpec(GenerateWithImageParams, GenerateResult),
     "embed": MethodSpec(EmbedParams, EmbedResult, "new"),
+    "load_embedding_model": MethodSpec(LoadModelParams, LoadModelResult, "new"),
 }

@@ -26,6 +26,8 @@ export interface MethodSchemas {
   "generate.result": GenerateResult;
   "generate_with_image.params": GenerateWithImageParams;
   "generate_with_image.result": GenerateResult;
+  "load_embedding_model.params": LoadModelParams;
+  "load_embedding_model.result": LoadModelResult;
   "load_model.params": LoadModelParams;
   "load_model.result": LoadModelResult;
   "load_vision_model.params": LoadModelParams;
@@ -859,6 +861,10 @@ export interface MethodTypes {
     params: MethodSchemas["generate_with_image.params"];
     result: MethodSchemas["generate_with_image.result"];
   };
+  "load_embedding_model": {
+    params: MethodSchemas["load_embedding_model.params"];
+    result: MethodSchemas["load_embedding_model.result"];
+  };
   "load_model": {
     params: MethodSchemas["load_model.params"];
     result: MethodSchemas["load_model.result"];
@@ -912,6 +918,7 @@ export const METHOD_ORIGINS = {
   "embed": "new",
   "generate": "compat",
   "generate_with_image": "compat",
+  "load_embedding_model": "new",
   "load_model": "compat",
   "load_vision_model": "compat",
   "runtime/info": "compat",
@@ -935,6 +942,7 @@ export const METHOD_SCHEMA_KEYS = {
   "embed": { params: "embed.params", result: "embed.result" },
   "generate": { params: "generate.params", result: "generate.result" },
   "generate_with_image": { params: "generate_with_image.params", result: "generate_with_image.result" },
+  "load_embedding_model": { params: "load_embedding_model.params", result: "load_embedding_model.result" },
   "load_model": { params: "load_model.params", result: "load_model.result" },
   "load_vision_model": { params: "load_vision_model.params", result: "load_vision_model.result" },
   "runtime/info": { params: "runtime/info.params", result: "runtime/info.result" },

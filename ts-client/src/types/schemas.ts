@@ -2633,6 +2633,11 @@ export const methodsSchema: SchemaDocument = {
       "params": "generate_with_image.params",
       "result": "generate_with_image.result"
     },
+    "load_embedding_model": {
+      "origin": "new",
+      "params": "load_embedding_model.params",
+      "result": "load_embedding_model.result"
+    },
     "load_model": {
       "origin": "compat",
       "params": "load_model.params",
@@ -2745,6 +2750,12 @@ export const methodsSchema: SchemaDocument = {
     },
     "generate_with_image.result": {
       "$ref": "#/$defs/GenerateResult"
+    },
+    "load_embedding_model.params": {
+      "$ref": "#/$defs/LoadModelParams"
+    },
+    "load_embedding_model.result": {
+      "$ref": "#/$defs/LoadModelResult"
     },
     "load_model.params": {
       "$ref": "#/$defs/LoadModelParams"
