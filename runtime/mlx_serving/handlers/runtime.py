@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from importlib import metadata
+
+import msgspec
 
 from .. import __version__
 from ..dispatch import Deferred, Method
+from ..engine import kv_disk
 from ..engine.vision import LoadedVisionModel
 from ..protocol.errors import NotAvailable
 from ..protocol.methods import (
@@ -17,6 +21,7 @@ from ..protocol.methods import (
     Limits,
     LoadedModelState,
     MemoryInfo,
+    PromptCacheInfo,
     RuntimeInfo,
     RuntimeState,
     Success,
@@ -59,6 +64,29 @@ def _backend() -> str:
     return "metal" if sys.platform == "darwin" else "cuda"
 
 
+def _prompt_cache_info(context: RuntimeContext) -> PromptCacheInfo:
+    settings = context.settings.scheduler
+    on = kv_disk.disk_tier_on(settings)
+    distributed = context.engine.distributed_status() is not msgspec.UNSET
+    persisted, refused = [], {}
+    for model in context.engine.models:
+        reason = kv_disk.persistence(model, settings)
+        if distributed and on:
+            reason = "a distributed runtime keeps prompt caches in RAM"
+        elif isinstance(model, LoadedVisionModel) and on:
+            reason = "a vision model's prompts hold image features, not tokens alone"
+        if reason is None:
+            persisted.append(model.model_id)
+        else:
+            refused[model.model_id] = reason
+    return PromptCacheInfo(
+        directory=settings.prompt_cache_dir if on else None,
+        max_disk_bytes=settings.prompt_cache_disk_bytes if on else 0,
+        persisted_models=persisted,
+        not_persisted=refused,
+    )
+
+
 def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
     """What the engine holds right now; the telemetry adds its own gauges."""
     import mlx.core as mx
@@ -68,7 +96,7 @@ def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
     caches = sorted(engine.scheduler.prompt_cache_stats().items())
 
     def per_model(key: str) -> list[tuple[str, float]]:
-        return [(model_id, stats[key]) for model_id, stats in caches]
+        return [(model_id, stats[key]) for model_id, stats in caches if key in stats]
 
     return [
         gauge(
@@ -120,6 +148,28 @@ def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
             "model_id",
             per_model("misses"),
         ),
+        *_disk_gauges(per_model),
+    ]
+
+
+def _disk_gauges(per_model: Callable[[str], list[tuple[str, float]]]) -> list[GaugeFamily]:
+    """The prompt cache's disk tier, by model, for the models whose caches persist."""
+    return [
+        labelled_gauge(f"mlx_serving_prompt_cache_{key}", help, "model_id", per_model(key))
+        for key, help in (
+            (
+                "disk_hits",
+                "Prompt cache lookups served from disk (of all hits), since its batch began.",
+            ),
+            ("disk_cached_tokens", "Prompt tokens restored from disk, since its batch began."),
+            (
+                "disk_restored_bytes",
+                "Bytes of KV blocks read back from disk, since its batch began.",
+            ),
+            ("disk_restore_seconds", "Time spent reading and rebuilding caches from disk."),
+            ("disk_blocks_written", "KV blocks this process wrote to disk for the model."),
+            ("disk_bytes", "Bytes of the model's KV blocks in the prompt cache folder."),
+        )
     ]
 
 
@@ -147,6 +197,7 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
                 max_active_streams=limits.max_active_streams,
             ),
             config=context.settings,
+            prompt_cache=_prompt_cache_info(context),
             distributed=context.engine.distributed_status(),
         )
 

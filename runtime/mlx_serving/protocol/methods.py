@@ -70,6 +70,19 @@ class DistributedStatus(msgspec.Struct, kw_only=True):
     models: dict[str, ShardStrategy] = {}
 
 
+class PromptCacheInfo(msgspec.Struct, kw_only=True):
+    """Where prompt KV caches outlive the process, and for which loaded models."""
+
+    # The disk tier's folder (scheduler.prompt_cache_dir); null: the disk tier is off.
+    directory: str | None
+    max_disk_bytes: int
+    # Loaded models whose prompt caches also go to disk.
+    persisted_models: list[str]
+    # The other loaded models, each with why its caches stay in RAM (a sliding window or a
+    # recurrent state mlx-lm cannot restore exactly, a distributed or vision model).
+    not_persisted: dict[str, str]
+
+
 class RuntimeInfo(msgspec.Struct, kw_only=True):
     version: str
     mlx_version: str
@@ -84,6 +97,8 @@ class RuntimeInfo(msgspec.Struct, kw_only=True):
     limits: Limits
     # Extension: the effective runtime.yaml settings (file, environment and overrides).
     config: Settings
+    # Extension: the prompt cache's disk tier.
+    prompt_cache: PromptCacheInfo
     # Extension: the group of a distributed runtime; absent in a single process.
     distributed: DistributedStatus | msgspec.UnsetType = UNSET
 

@@ -481,6 +481,7 @@ export interface RuntimeInfo {
   native_notes: {
     [k: string]: string | undefined;
   };
+  prompt_cache: PromptCacheInfo;
   protocol: string;
   version: string;
 }
@@ -595,6 +596,8 @@ export interface SchedulerConfig {
   prefill_chunk_tokens?: number;
   prefill_token_budget?: number | null;
   prompt_cache_bytes?: number;
+  prompt_cache_dir?: string | null;
+  prompt_cache_disk_bytes?: number;
   prompt_cache_entries?: number;
 }
 /**
@@ -688,6 +691,20 @@ export interface Limits {
   max_prompt_bytes: number;
   max_temperature: number;
   max_tokens: number;
+}
+/**
+ * Where prompt KV caches outlive the process, and for which loaded models.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "PromptCacheInfo".
+ */
+export interface PromptCacheInfo {
+  directory: string | null;
+  max_disk_bytes: number;
+  not_persisted: {
+    [k: string]: string | undefined;
+  };
+  persisted_models: string[];
 }
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema

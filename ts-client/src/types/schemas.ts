@@ -2078,6 +2078,44 @@ export const methodsSchema: SchemaDocument = {
       "title": "NotServed",
       "type": "object"
     },
+    "PromptCacheInfo": {
+      "description": "Where prompt KV caches outlive the process, and for which loaded models.",
+      "properties": {
+        "directory": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ]
+        },
+        "max_disk_bytes": {
+          "type": "integer"
+        },
+        "not_persisted": {
+          "additionalProperties": {
+            "type": "string"
+          },
+          "type": "object"
+        },
+        "persisted_models": {
+          "items": {
+            "type": "string"
+          },
+          "type": "array"
+        }
+      },
+      "required": [
+        "directory",
+        "max_disk_bytes",
+        "persisted_models",
+        "not_persisted"
+      ],
+      "title": "PromptCacheInfo",
+      "type": "object"
+    },
     "PythonRuntimeConfig": {
       "additionalProperties": false,
       "description": "`python_runtime`: the runtime process itself.",
@@ -2204,6 +2242,9 @@ export const methodsSchema: SchemaDocument = {
           },
           "type": "object"
         },
+        "prompt_cache": {
+          "$ref": "#/$defs/PromptCacheInfo"
+        },
         "protocol": {
           "type": "string"
         },
@@ -2223,7 +2264,8 @@ export const methodsSchema: SchemaDocument = {
         "native",
         "native_notes",
         "limits",
-        "config"
+        "config",
+        "prompt_cache"
       ],
       "title": "RuntimeInfo",
       "type": "object"
@@ -2323,6 +2365,22 @@ export const methodsSchema: SchemaDocument = {
         },
         "prompt_cache_bytes": {
           "default": 1073741824,
+          "minimum": 0,
+          "type": "integer"
+        },
+        "prompt_cache_dir": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "prompt_cache_disk_bytes": {
+          "default": 8589934592,
           "minimum": 0,
           "type": "integer"
         },
