@@ -118,6 +118,35 @@ def oversize_tokenizer_requests(draw: st.DrawFn) -> tuple[str, dict[str, Any], s
     return "generate", {"model_id": "llama", "messages": messages}, "messages"
 
 
+# The generated test model's vocabulary.
+VOCAB = 1024
+
+
+@st.composite
+def out_of_vocabulary_ids(draw: st.DrawFn) -> tuple[str, dict[str, Any], str]:
+    """A request carrying one token id outside [0, VOCAB) in one of the fields a client
+    can put ids in: (method, params, the field the -32602 must name)."""
+    bad = draw(
+        st.one_of(
+            st.integers(-(2**63), -1),
+            st.integers(VOCAB, 2**63 - 1),
+            st.sampled_from([-1, VOCAB, -(2**31), 2**31, -50_000_000]),
+        )
+    )
+    good = draw(st.lists(st.integers(0, VOCAB - 1), max_size=4))
+    at = draw(st.integers(0, len(good)))
+    ids = good[:at] + [bad] + good[at:]
+    where = draw(st.sampled_from(["logit_bias", "stop_token_ids", "prompt_tokens", "tokens"]))
+    base = {"model_id": "llama", "max_tokens": 2}
+    if where == "logit_bias":
+        return "generate", {**base, "prompt": "x", "logit_bias": {str(bad): 5}}, "logit_bias"
+    if where == "stop_token_ids":
+        return "generate", {**base, "prompt": "x", "stop_token_ids": ids}, "stop_token_ids"
+    if where == "prompt_tokens":
+        return "generate", {**base, "prompt_tokens": ids}, "prompt_tokens"
+    return "detokenize", {"model_id": "llama", "tokens": ids}, "tokens"
+
+
 raw_lines = st.one_of(
     st.binary(max_size=64),
     st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass")),

@@ -115,6 +115,9 @@ class FrameSource:
                 "detokenize",
                 {"model_id": m, "tokens": [r.randrange(200) for _ in range(5)]},
             )
+            if r.random() < 0.1:
+                # An id outside the vocabulary: refused before it reaches MLX.
+                params["tokens"][r.randrange(5)] = r.choice([-1, 1024, 2**31, -(2**40)])
         elif choice == 2:
             method, params = "runtime/state", None
         elif choice == 3 and self.started_streams:
@@ -126,6 +129,11 @@ class FrameSource:
                 "prompt": "x" * r.randrange(1, 40),
                 "max_tokens": r.randrange(1, 6),
             }
+            if r.random() < 0.1:
+                # Out of the vocabulary: a -32602, never an unchecked scatter in MLX.
+                bad = r.choice([-1, 1024, -50_000_000, 2**40])
+                field = r.choice(["logit_bias", "stop_token_ids"])
+                params[field] = {str(bad): 5.0} if field == "logit_bias" else [bad]
         request_id, line = self._request(method, params)
         return Frame(line, ids=[request_id])
 

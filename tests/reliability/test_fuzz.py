@@ -14,6 +14,7 @@ from tests.reliability.fuzzing import (
     Fuzzer,
     deeply_nested_requests,
     envelope_variants,
+    out_of_vocabulary_ids,
     oversize_tokenizer_requests,
     raw_lines,
     wrong_typed_requests,
@@ -116,6 +117,20 @@ def test_oversize_tokenizer_input_is_refused_naming_the_field(
     else:
         assert answer["error"]["code"] == -32602, answer
         assert answer["error"]["data"]["field"] == field
+
+
+@settings(FUZZ, max_examples=60)
+@given(case=out_of_vocabulary_ids())
+def test_token_ids_outside_the_vocabulary_are_refused_in_every_field(
+    fuzzer: Fuzzer, case: tuple[str, dict[str, Any], str]
+) -> None:
+    """MLX indexes without bounds checks: one unchecked id could crash the process."""
+    method, params, field = case
+    request_id = f"vocab-{fuzzer.frames_sent}"
+    frame = {"jsonrpc": "2.0", "method": method, "id": request_id, "params": params}
+    [answer] = fuzzer.exchange(json.dumps(frame).encode(), expect_reply_to=request_id)
+    assert answer["error"]["code"] == -32602, answer
+    assert answer["error"]["data"]["field"].startswith(field), answer
 
 
 @pytest.mark.parametrize(
