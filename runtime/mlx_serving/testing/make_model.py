@@ -13,13 +13,14 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from .tokenizer import write_tokenizer
+from .tokenizer import CHAT_TEMPLATE, write_tokenizer
 
 
 def _base_config(model_type: str, hidden: int, layers: int, vocab: int) -> dict[str, Any]:
@@ -87,9 +88,12 @@ def make_model(
     vocab_size: int = 1024,
     seed: int = 0,
     dtype: str = "float32",
+    extra_special_tokens: Sequence[str] = (),
+    chat_template: str = CHAT_TEMPLATE,
 ) -> Path:
     """Build the model in a temporary directory beside `out_dir`, then move it in place,
-    so a crashed build never leaves a directory that looks loadable."""
+    so a crashed build never leaves a directory that looks loadable. `extra_special_tokens`
+    and `chat_template` make a model with tool calling or thinking (chat_templates.py)."""
     from mlx_lm.utils import _get_classes
 
     if architecture not in ARCHITECTURES:
@@ -98,7 +102,12 @@ def make_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        tokenizer = write_tokenizer(staging, vocab_size)
+        tokenizer = write_tokenizer(
+            staging,
+            vocab_size,
+            extra_special_tokens=extra_special_tokens,
+            chat_template=chat_template,
+        )
         config = ARCHITECTURES[architecture](hidden_size, num_layers, vocab_size)
         config["eos_token_id"] = tokenizer.token_to_id("<|im_end|>")
         model_class, args_class = _get_classes(config)

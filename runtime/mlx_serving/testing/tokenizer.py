@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -47,9 +48,19 @@ def train_tokenizer(vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def write_tokenizer(out_dir: Path, vocab_size: int) -> Tokenizer:
-    tokenizer = train_tokenizer(vocab_size)
-    write_tokenizer_files(out_dir, tokenizer, CHAT_TEMPLATE)
+def write_tokenizer(
+    out_dir: Path,
+    vocab_size: int,
+    *,
+    extra_special_tokens: Sequence[str] = (),
+    chat_template: str = CHAT_TEMPLATE,
+) -> Tokenizer:
+    """`extra_special_tokens` (e.g. `<tool_call>`, `<think>`) take the last ids, so the
+    vocabulary stays `vocab_size`."""
+    tokenizer = train_tokenizer(vocab_size - len(extra_special_tokens))
+    if extra_special_tokens:
+        tokenizer.add_special_tokens(list(extra_special_tokens))
+    write_tokenizer_files(out_dir, tokenizer, chat_template)
     return tokenizer
 
 
