@@ -96,6 +96,11 @@ class DistributedEngine(Engine):
             raise InvalidParams(
                 "guidance", "structured output is not available in a distributed runtime"
             )
+        if params.tools and params.tool_choice not in (None, "auto", "none"):
+            # A forced call is a guidance mask too (engine/chat/grammar.py).
+            raise InvalidParams(
+                "tool_choice", "a forced tool call is not available in a distributed runtime"
+            )
         if params.seed is None:
             params = msgspec.structs.replace(params, seed=secrets.randbits(32))
         return super().prepare_stream(params)

@@ -5,25 +5,23 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
 from ..config import Settings
 from ..protocol.errors import InvalidParams, ModelLoadError, ModelNotLoaded, TokenizerError
 from ..protocol.methods import (
-    ChatMessage,
     CheckDraftResult,
     DetokenizeResult,
     DistributedStatus,
     GenerateParams,
     LoadModelParams,
     LoadModelResult,
-    TextPart,
     TokenizeResult,
 )
 from ..protocol.notifications import LoadStage
 from . import kv_disk
+from .chat import ChatPlan, plan_chat
 from .drafts import check_draft
 from .encoders import refuse_encoder
 from .guidance import GuidanceCompiler, StreamGuidance
@@ -139,10 +137,14 @@ class Engine:
             )
         loaded = self.models.get(params.model_id)
         refuse_encoder(loaded)
+        chat = plan_chat(params, loaded)
         # A vision model's prompt (images included) goes through mlx-vlm's processor.
         vision = self.vision.prepare_inputs(loaded, params)
         draft = self._draft_for(loaded, params.draft_model)
-        prompt_tokens = vision.prompt_tokens if vision else self._prompt_tokens(loaded, params)
+        if vision is not None:
+            prompt_tokens = vision.prompt_tokens
+        else:
+            prompt_tokens = self._prompt_tokens(loaded, params, chat)
         if len(prompt_tokens) + params.max_tokens > loaded.context_length:
             raise InvalidParams(
                 "max_tokens",
@@ -156,6 +158,9 @@ class Engine:
         guidance: StreamGuidance | None = None
         if params.guidance is not None:
             guidance = self.guidance.compile(params.guidance, loaded, vocab)
+        elif (forced_call := chat.forced_call()) is not None:
+            grammar, field_name = forced_call
+            guidance = self.guidance.compile_grammar(grammar, field_name, loaded, vocab)
         settings = SamplingSettings(
             temperature=params.temperature,
             top_p=params.top_p,
@@ -189,6 +194,7 @@ class Engine:
             num_draft_tokens=params.num_draft_tokens,
             guidance=guidance,
             sampling=settings,
+            chat_output=chat.output(prompt_tokens),
         )
         self.scheduler.reserve(stream_id)
         if vision is not None:
@@ -223,14 +229,16 @@ class Engine:
     def check_draft(self, primary_id: str, draft_id: str) -> CheckDraftResult:
         return check_draft(self.models.get(primary_id), self.models.get(draft_id))
 
-    def _prompt_tokens(self, loaded: LoadedModel, params: GenerateParams) -> list[int]:
+    def _prompt_tokens(
+        self, loaded: LoadedModel, params: GenerateParams, chat: ChatPlan
+    ) -> list[int]:
         require_one_prompt(params)
         tokenizer = loaded.tokenizer
         if params.prompt_tokens:
             check_token_ids("prompt_tokens", params.prompt_tokens, vocab_size(loaded))
             return list(params.prompt_tokens)
         if params.messages:
-            tokens = _render_chat(loaded, params.messages)
+            tokens = chat.prompt_tokens(params.messages)
             field = "messages"
         else:
             # The same rule as mlx_lm.stream_generate: add BOS unless the prompt carries it.
@@ -253,32 +261,3 @@ class Engine:
         self.scheduler.stop()
         # Streams ended by the stop stored their caches: their blocks go to disk now.
         kv_disk.close_stores(kv_disk.SHUTDOWN_WRITE_S)
-
-
-def _render_chat(loaded: LoadedModel, messages: list[ChatMessage]) -> list[int]:
-    tokenizer = loaded.tokenizer
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise InvalidParams("messages", f"model '{loaded.model_id}' has no chat template")
-    rendered: list[dict[str, Any]] = []
-    for index, message in enumerate(messages):
-        if isinstance(message.content, str):
-            content = message.content
-        else:
-            parts = []
-            for part_index, part in enumerate(message.content):
-                if not isinstance(part, TextPart):
-                    raise InvalidParams(
-                        f"messages[{index}].content[{part_index}]",
-                        "image parts need a vision model",
-                    )
-                parts.append(part.text)
-            content = "".join(parts)
-        rendered.append({"role": message.role, "content": content})
-    try:
-        text: str = tokenizer.apply_chat_template(
-            rendered, add_generation_prompt=True, tokenize=False
-        )
-    except Exception as exc:
-        raise InvalidParams("messages", f"chat template failed: {exc}") from exc
-    tokens: list[int] = tokenizer.encode(text, add_special_tokens=False)
-    return tokens

@@ -159,6 +159,21 @@ class GuidanceCompiler:
             schema_validator=validator,
         )
 
+    def compile_grammar(
+        self, grammar: str, field_name: str, loaded: LoadedModel, vocab_size: int
+    ) -> StreamGuidance:
+        """A Lark grammar the runtime built (a forced tool call, chat/grammar.py). What can
+        fail in it came from the request (a tool's parameters schema): `field_name` names
+        that. The final text is checked by replaying it through the grammar."""
+        tokenizer = self._tokenizer(loaded, vocab_size)
+        matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            # llguidance appends its parser state and the grammar: the first line says it.
+            error = matcher.get_error().strip().split("\n", 1)[0]
+            reason = f"cannot be compiled for constrained output: {error}"
+            raise InvalidParams(field_name, reason[:_MAX_REASON_CHARS])
+        return StreamGuidance(tokenizer=tokenizer, matcher=matcher, initial=matcher.deep_copy())
+
     def forget(self, model_id: str) -> None:
         with self._lock:
             self._tokenizers.pop(model_id, None)

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import msgspec
 
+from .chat.response import ChatOutput
 from .guidance import StreamGuidance
 from .loader import LoadedModel
 from .sampling import LogitsProcessor, Sampler, SamplingSettings
@@ -32,6 +33,9 @@ class StreamRequest:
     # runtime rebuild them from it.
     sampling: SamplingSettings | None = None
     guidance: StreamGuidance | None = None  # structured output; its mask is in logits_processors
+    # How the text splits into text, reasoning and tool calls (chat requests with tools or
+    # `reasoning: "separate"`); None: the text streams as generated.
+    chat_output: ChatOutput | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
 
 

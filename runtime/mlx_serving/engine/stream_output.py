@@ -1,5 +1,6 @@
 """The state of one running stream and the notifications it produces: chunks as tokens
-are released, then exactly one `stream.stats` and one final `stream.event`."""
+are released (and tool calls as they complete), then exactly one `stream.stats` and one
+final `stream.event`."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from ..protocol.notifications import (
     StreamCompleted,
     StreamFailed,
     StreamStats,
+    StreamToolCall,
     TopLogprob,
 )
+from .chat import ResponseCall, ResponseSplitter, ResponseText
 from .detokenize import PendingToken, TextAssembler
 from .stream import StreamRequest
 
@@ -35,10 +38,20 @@ class ActiveStream:
     first_token_at: float | None = None
     # Made when the scheduler admits the request (stats report the wait as queue_time).
     admitted_at: float = field(default_factory=time.perf_counter)
+    # The text as generated (markup of tool calls and reasoning included).
     text: list[str] = field(default_factory=list)
+    # The text sent as ordinary chunks, for cumulative_text.
+    content: list[str] = field(default_factory=list)
+    # Splits text, reasoning and tool calls where the request asked for that.
+    response: ResponseSplitter | None = field(init=False)
+    last_token_id: int = 0
     # Set from request threads (cancel, unload); acted on by the engine thread.
     cancel_reason: str | None = None
     failure: str | None = None
+
+    def __post_init__(self) -> None:
+        output = self.request.chat_output
+        self.response = output.splitter() if output is not None else None
 
     @property
     def stream_id(self) -> str:
@@ -72,6 +85,12 @@ class ActiveStream:
             if self.assembler.stopped and reason != "cancelled":
                 # The detokenizer held back the text that completed a stop sequence.
                 reason = "stop"
+        if failure is None and self.response is not None:
+            # Text held as a possible marker, and a call the output ended in.
+            tail = PendingToken(token_id=self.last_token_id, text="")
+            self._emit_parts(tail, self.response.finish(), out)
+            if self.response.calls and reason in (None, "stop"):
+                reason = "tool_calls"
         guidance_valid = None
         if request.guidance is not None and failure is None:
             guidance_valid = request.guidance.validate("".join(self.text))
@@ -101,23 +120,56 @@ class ActiveStream:
         out.append(("stream.event", event))
 
     def _emit(self, released: list[PendingToken], out: list[Notification]) -> None:
-        request = self.request
-        tokenizer = request.model.tokenizer
         for token in released:
             self.text.append(token.text)
-            chunk = StreamChunk(
-                stream_id=request.stream_id, token=token.text, token_id=token.token_id
-            )
-            if token.logprob is not None:
-                chunk.logprob = token.logprob
-            if token.top_logprobs is not None:
-                chunk.top_logprobs = [
-                    TopLogprob(token_id=tid, token=tokenizer.decode([tid]), logprob=lp)
-                    for tid, lp in token.top_logprobs
-                ]
-            if request.include_cumulative_text:
-                chunk.cumulative_text = "".join(self.text)
-            out.append(("stream.chunk", chunk))
+            self.last_token_id = token.token_id
+            if self.response is None:
+                out.append(("stream.chunk", self._chunk(token, ResponseText(token.text), True)))
+            else:
+                self._emit_parts(token, self.response.feed(token.text), out)
+
+    def _emit_parts(
+        self,
+        token: PendingToken,
+        parts: list[ResponseText | ResponseCall],
+        out: list[Notification],
+    ) -> None:
+        """What one token's text released once split: a token whose text is markup, a
+        call's body or held back sends no chunk; one whose text spans reasoning and answer
+        sends two, its log-probs on the first."""
+        first = True
+        for part in parts:
+            if isinstance(part, ResponseCall):
+                call = StreamToolCall(
+                    stream_id=self.stream_id,
+                    index=part.index,
+                    id=part.id,
+                    name=part.name,
+                    arguments=part.arguments,
+                )
+                out.append(("stream.tool_call", call))
+            elif part.text:
+                out.append(("stream.chunk", self._chunk(token, part, first)))
+                first = False
+
+    def _chunk(self, token: PendingToken, part: ResponseText, with_logprobs: bool) -> StreamChunk:
+        request = self.request
+        chunk = StreamChunk(stream_id=request.stream_id, token=part.text, token_id=token.token_id)
+        if part.reasoning:
+            chunk.reasoning = True
+        if with_logprobs and token.logprob is not None:
+            chunk.logprob = token.logprob
+        if with_logprobs and token.top_logprobs is not None:
+            decode = request.model.tokenizer.decode
+            chunk.top_logprobs = [
+                TopLogprob(token_id=tid, token=decode([tid]), logprob=lp)
+                for tid, lp in token.top_logprobs
+            ]
+        if request.include_cumulative_text:
+            if not part.reasoning:
+                self.content.append(part.text)
+            chunk.cumulative_text = "".join(self.content)
+        return chunk
 
 
 def _top_logprobs(logprobs: mx.array, k: int) -> list[tuple[int, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..dispatch import Method
+from ..engine.chat import CAPABILITIES as CHAT_CAPABILITIES
 from ..engine.guidance import CAPABILITIES as GUIDANCE_CAPABILITIES
 from .context import RuntimeContext
 from .download import download_methods
@@ -29,7 +30,8 @@ def build_methods(context: RuntimeContext) -> dict[str, Method]:
         methods.update(group(context))
     served = set(methods) - set(NOT_YET_SERVED) - set(unadvertised_vision_methods())
     served -= set(unadvertised_embed_methods(context))
-    context.capabilities[:] = sorted(served | set(GUIDANCE_CAPABILITIES))
+    features = set(GUIDANCE_CAPABILITIES) | set(CHAT_CAPABILITIES)
+    context.capabilities[:] = sorted(served | features)
     return methods
 
 

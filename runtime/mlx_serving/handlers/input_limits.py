@@ -11,6 +11,8 @@ Each refusal is a -32602 naming the field, its size and the limit.
 
 from __future__ import annotations
 
+import msgspec
+
 from ..engine.decoded_sizes import decoded_sizes
 from ..protocol.errors import InvalidParams
 from ..protocol.methods import GenerateParams, TextPart
@@ -88,12 +90,16 @@ def require_prompt_within(params: GenerateParams, max_prompt_bytes: int) -> None
             size += MESSAGE_MARKUP_BYTES + utf8_size(message.role)
             if isinstance(message.content, str):
                 size += utf8_size(message.content)
-            else:
+            elif message.content is not None:  # null beside an assistant's tool_calls
                 size += sum(utf8_size(p.text) for p in message.content if isinstance(p, TextPart))
+            for call in message.tool_calls or []:
+                size += utf8_size(call.function.name) + utf8_size(call.function.arguments)
+        # The tools' definitions are rendered into the prompt too.
+        size += len(msgspec.json.encode(params.tools)) if params.tools else 0
         field = "messages"
         what = (
             f"{len(params.messages)} messages of {size} bytes (counting "
-            f"{MESSAGE_MARKUP_BYTES} per message for the chat template)"
+            f"{MESSAGE_MARKUP_BYTES} per message for the chat template, and the tools)"
         )
     else:
         size = utf8_size(params.prompt)

@@ -303,9 +303,27 @@ class ImagePart(msgspec.Struct, kw_only=True, tag="image", tag_field="type"):
 ChatRole = Literal["system", "developer", "user", "assistant", "tool"]
 
 
+class FunctionCall(msgspec.Struct, kw_only=True):
+    name: NonEmptyStr
+    # JSON text of an object, as the OpenAI API sends it.
+    arguments: str
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """A call the assistant made, in the history sent back with its result."""
+
+    id: Annotated[str, Meta(max_length=256)] = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(msgspec.Struct, kw_only=True):
     role: ChatRole
-    content: str | list[TextPart | ImagePart]
+    # null or absent only in an assistant message that carries tool_calls.
+    content: str | list[TextPart | ImagePart] | None = None
+    # assistant: the calls it made; tool: the id of the call this message answers.
+    tool_calls: Annotated[list[ToolCall], Meta(max_length=128)] | None = None
+    tool_call_id: Annotated[str, Meta(max_length=256)] | None = None
 
 
 class JsonSchemaGuidance(msgspec.Struct, kw_only=True, tag="json_schema", tag_field="mode"):
@@ -321,6 +339,39 @@ class GrammarGuidance(msgspec.Struct, kw_only=True, tag="grammar", tag_field="mo
 
 
 Guidance = JsonSchemaGuidance | RegexGuidance | GrammarGuidance
+
+# The characters OpenAI allows in a function name; a name is also what the model writes.
+ToolName = Annotated[str, Meta(min_length=1, max_length=64, pattern="^[A-Za-z0-9_.:-]+$")]
+
+
+class FunctionDefinition(msgspec.Struct, kw_only=True):
+    name: ToolName
+    description: str | None = None
+    # A JSON Schema of the arguments object; absent: a function without arguments.
+    parameters: dict[str, Any] | None = None
+
+
+class ToolDefinition(msgspec.Struct, kw_only=True):
+    """An OpenAI function definition."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class ToolChoiceFunction(msgspec.Struct, kw_only=True):
+    name: ToolName
+
+
+class NamedToolChoice(msgspec.Struct, kw_only=True):
+    """Call this function (forced with guidance, so the arguments match its schema)."""
+
+    type: Literal["function"] = "function"
+    function: ToolChoiceFunction
+
+
+# auto: the model decides; none: tools are not offered; required: one call of any tool,
+# forced with guidance as a named choice is.
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 
 
 class GenerateParams(msgspec.Struct, kw_only=True):
@@ -354,6 +405,13 @@ class GenerateParams(msgspec.Struct, kw_only=True):
     logprobs: bool = False
     top_logprobs: Annotated[int, Meta(ge=0, le=20)] = 0
     guidance: Guidance | None = None
+    # Functions the model may call (with `messages` only): calls come as `stream.tool_call`.
+    tools: Annotated[list[ToolDefinition], Meta(max_length=128)] | None = None
+    # null: "auto" when tools are given.
+    tool_choice: ToolChoice | None = None
+    # separate: a thinking model's reasoning comes as chunks with `reasoning: true`;
+    # inline: as ordinary text, markers included.
+    reasoning: Literal["inline", "separate"] = "inline"
     draft_model: str | None = None
     num_draft_tokens: Annotated[int, Meta(ge=1, le=64)] = 3
     include_cumulative_text: bool = False

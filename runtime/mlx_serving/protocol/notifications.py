@@ -25,6 +25,9 @@ class StreamChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     logprob: float | msgspec.UnsetType = UNSET
     top_logprobs: list[TopLogprob] | msgspec.UnsetType = UNSET
     cumulative_text: str | msgspec.UnsetType = UNSET
+    # Reasoning of a thinking model, sent apart only when the request asked for
+    # `reasoning: "separate"`; absent on ordinary text.
+    reasoning: bool = False
 
 
 class StreamChunkBatch(msgspec.Struct, kw_only=True):
@@ -34,6 +37,19 @@ class StreamChunkBatch(msgspec.Struct, kw_only=True):
     tokens: list[StreamChunk]
     batch_size: int
     is_batch: bool = True
+
+
+class StreamToolCall(msgspec.Struct, kw_only=True):
+    """`stream.tool_call`: one complete call the model made, sent as soon as it is parsed;
+    the call's markup is not sent as chunk text."""
+
+    stream_id: str
+    # 0, 1, … in the order of the stream's calls.
+    index: int
+    id: str
+    name: str
+    # JSON text of the arguments object.
+    arguments: str
 
 
 class StreamStats(msgspec.Struct, kw_only=True):
@@ -52,7 +68,8 @@ class StreamStats(msgspec.Struct, kw_only=True):
     queue_time: float = 0.0
 
 
-FinishReason = Literal["stop", "length", "cancelled"]
+# tool_calls: the model stopped (EOS or a stop sequence) after at least one tool call.
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
 
 
 class StreamCompleted(msgspec.Struct, kw_only=True, tag="completed", tag_field="event"):
@@ -158,6 +175,7 @@ RuntimeEvent = (
 # Notification method → the shapes its params take (a chunk comes single or batched).
 NOTIFICATIONS: dict[str, list[Any]] = {
     "stream.chunk": [StreamChunk, StreamChunkBatch],
+    "stream.tool_call": [StreamToolCall],
     "stream.stats": [StreamStats],
     "stream.event": [StreamEvent],
     "runtime.progress": [RuntimeProgress],

@@ -158,12 +158,15 @@ class RuntimeClient:
 
     def collect(self, stream_id: str, timeout: float = 120) -> dict[str, Any]:
         chunks: list[dict[str, Any]] = []
+        tool_calls: list[dict[str, Any]] = []
         stats: dict[str, Any] | None = None
         event: dict[str, Any] = {}
         for frame in self.stream_events(stream_id, timeout):
             params = frame["params"]
             if frame["method"] == "stream.chunk":
                 chunks.extend(params["tokens"] if params.get("is_batch") else [params])
+            elif frame["method"] == "stream.tool_call":
+                tool_calls.append(params)
             elif frame["method"] == "stream.stats":
                 stats = params
             else:
@@ -172,7 +175,10 @@ class RuntimeClient:
             "stream_id": stream_id,
             "chunks": chunks,
             "tokens": [c["token_id"] for c in chunks],
-            "text": "".join(c["token"] for c in chunks),
+            # The answer; reasoning sent apart (`reasoning: "separate"`) is under "reasoning".
+            "text": "".join(c["token"] for c in chunks if not c.get("reasoning")),
+            "reasoning": "".join(c["token"] for c in chunks if c.get("reasoning")),
+            "tool_calls": tool_calls,
             "stats": stats,
             "event": event,
         }

@@ -132,6 +132,7 @@ export interface GenerateParams {
   presence_penalty?: number;
   prompt?: string;
   prompt_tokens?: number[] | null;
+  reasoning?: "inline" | "separate";
   repetition_context_size?: number;
   repetition_penalty?: number | null;
   seed?: number | null;
@@ -145,6 +146,8 @@ export interface GenerateParams {
   stop_token_ids?: number[];
   stream_id?: string | null;
   temperature?: number;
+  tool_choice?: ("auto" | "none" | "required") | NamedToolChoice | null;
+  tools?: ToolDefinition[] | null;
   top_k?: number;
   top_logprobs?: number;
   top_p?: number;
@@ -178,8 +181,10 @@ export interface GrammarGuidance {
  * via the `definition` "ChatMessage".
  */
 export interface ChatMessage {
-  content: string | (TextPart | ImagePart)[];
+  content?: string | (TextPart | ImagePart)[] | null;
   role: "assistant" | "developer" | "system" | "tool" | "user";
+  tool_call_id?: string | null;
+  tool_calls?: ToolCall[] | null;
 }
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
@@ -196,6 +201,61 @@ export interface TextPart {
 export interface ImagePart {
   image: string;
   type: "image";
+}
+/**
+ * A call the assistant made, in the history sent back with its result.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "ToolCall".
+ */
+export interface ToolCall {
+  function: FunctionCall;
+  id?: string;
+  type?: "function";
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "FunctionCall".
+ */
+export interface FunctionCall {
+  arguments: string;
+  name: string;
+}
+/**
+ * Call this function (forced with guidance, so the arguments match its schema).
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "NamedToolChoice".
+ */
+export interface NamedToolChoice {
+  function: ToolChoiceFunction;
+  type?: "function";
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "ToolChoiceFunction".
+ */
+export interface ToolChoiceFunction {
+  name: string;
+}
+/**
+ * An OpenAI function definition.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "ToolDefinition".
+ */
+export interface ToolDefinition {
+  function: FunctionDefinition;
+  type?: "function";
+}
+/**
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "FunctionDefinition".
+ */
+export interface FunctionDefinition {
+  description?: string | null;
+  name: string;
+  parameters?: {} | null;
 }
 /**
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
@@ -381,6 +441,7 @@ export interface GenerateWithImageParams {
   prompt?: string;
   prompt_tokens?: number[] | null;
   raw_prompt?: boolean;
+  reasoning?: "inline" | "separate";
   repetition_context_size?: number;
   repetition_penalty?: number | null;
   seed?: number | null;
@@ -394,6 +455,8 @@ export interface GenerateWithImageParams {
   stop_token_ids?: number[];
   stream_id?: string | null;
   temperature?: number;
+  tool_choice?: ("auto" | "none" | "required") | NamedToolChoice | null;
+  tools?: ToolDefinition[] | null;
   top_k?: number;
   top_logprobs?: number;
   top_p?: number;

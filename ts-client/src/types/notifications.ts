@@ -15,6 +15,7 @@ export interface NotificationSchemas {
   "stream.chunk": StreamChunk | StreamChunkBatch;
   "stream.event": StreamCompleted | StreamFailed;
   "stream.stats": StreamStats;
+  "stream.tool_call": StreamToolCall;
 }
 /**
  * This interface was referenced by `NotificationSchemas`'s JSON-Schema
@@ -60,7 +61,7 @@ export interface GenerationStartedEvent {
  */
 export interface GenerationCompletedEvent {
   event: "generation_completed";
-  finish_reason: "cancelled" | "length" | "stop";
+  finish_reason: "cancelled" | "length" | "stop" | "tool_calls";
   model_id: string;
   stream_id: string;
   time_to_first_token: number;
@@ -122,6 +123,7 @@ export interface StreamChunk {
   cumulative_text?: string;
   is_final?: boolean;
   logprob?: number;
+  reasoning?: boolean;
   stream_id: string;
   token: string;
   token_id: number;
@@ -154,7 +156,7 @@ export interface StreamChunkBatch {
  */
 export interface StreamCompleted {
   event: "completed";
-  finish_reason: "cancelled" | "length" | "stop";
+  finish_reason: "cancelled" | "length" | "stop" | "tool_calls";
   is_final?: boolean;
   stream_id: string;
 }
@@ -187,6 +189,20 @@ export interface StreamStats {
   tokens_per_second: number;
   total_time: number;
 }
+/**
+ * `stream.tool_call`: one complete call the model made, sent as soon as it is parsed;
+ * the call's markup is not sent as chunk text.
+ *
+ * This interface was referenced by `NotificationSchemas`'s JSON-Schema
+ * via the `definition` "StreamToolCall".
+ */
+export interface StreamToolCall {
+  arguments: string;
+  id: string;
+  index: number;
+  name: string;
+  stream_id: string;
+}
 
 export type NotificationMethod = keyof NotificationSchemas;
 export type NotificationParams<N extends NotificationMethod> = NotificationSchemas[N];
@@ -196,4 +212,5 @@ export const NOTIFICATION_METHODS = [
   "stream.chunk",
   "stream.event",
   "stream.stats",
+  "stream.tool_call",
 ] as const satisfies readonly NotificationMethod[];

@@ -408,8 +408,12 @@ export const methodsSchema: SchemaDocument = {
                 }
               },
               "type": "array"
+            },
+            {
+              "type": "null"
             }
-          ]
+          ],
+          "default": null
         },
         "role": {
           "enum": [
@@ -419,11 +423,37 @@ export const methodsSchema: SchemaDocument = {
             "tool",
             "user"
           ]
+        },
+        "tool_call_id": {
+          "anyOf": [
+            {
+              "maxLength": 256,
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "tool_calls": {
+          "anyOf": [
+            {
+              "items": {
+                "$ref": "#/$defs/ToolCall"
+              },
+              "maxItems": 128,
+              "type": "array"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
         }
       },
       "required": [
-        "role",
-        "content"
+        "role"
       ],
       "title": "ChatMessage",
       "type": "object"
@@ -973,6 +1003,61 @@ export const methodsSchema: SchemaDocument = {
       "title": "Empty",
       "type": "object"
     },
+    "FunctionCall": {
+      "properties": {
+        "arguments": {
+          "type": "string"
+        },
+        "name": {
+          "maxLength": 1024,
+          "minLength": 1,
+          "type": "string"
+        }
+      },
+      "required": [
+        "name",
+        "arguments"
+      ],
+      "title": "FunctionCall",
+      "type": "object"
+    },
+    "FunctionDefinition": {
+      "properties": {
+        "description": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "name": {
+          "maxLength": 64,
+          "minLength": 1,
+          "pattern": "^[A-Za-z0-9_.:-]+$",
+          "type": "string"
+        },
+        "parameters": {
+          "anyOf": [
+            {
+              "type": "object"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        }
+      },
+      "required": [
+        "name"
+      ],
+      "title": "FunctionDefinition",
+      "type": "object"
+    },
     "GaugeFamily": {
       "description": "Values read when the metrics were asked for.",
       "properties": {
@@ -1150,6 +1235,13 @@ export const methodsSchema: SchemaDocument = {
           ],
           "default": null
         },
+        "reasoning": {
+          "default": "inline",
+          "enum": [
+            "inline",
+            "separate"
+          ]
+        },
         "repetition_context_size": {
           "default": 20,
           "maximum": 1000000,
@@ -1217,6 +1309,39 @@ export const methodsSchema: SchemaDocument = {
           "default": 0.7,
           "minimum": 0,
           "type": "number"
+        },
+        "tool_choice": {
+          "anyOf": [
+            {
+              "enum": [
+                "auto",
+                "none",
+                "required"
+              ]
+            },
+            {
+              "$ref": "#/$defs/NamedToolChoice"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "tools": {
+          "anyOf": [
+            {
+              "items": {
+                "$ref": "#/$defs/ToolDefinition"
+              },
+              "maxItems": 128,
+              "type": "array"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
         },
         "top_k": {
           "default": 0,
@@ -1415,6 +1540,13 @@ export const methodsSchema: SchemaDocument = {
           "default": false,
           "type": "boolean"
         },
+        "reasoning": {
+          "default": "inline",
+          "enum": [
+            "inline",
+            "separate"
+          ]
+        },
         "repetition_context_size": {
           "default": 20,
           "maximum": 1000000,
@@ -1482,6 +1614,39 @@ export const methodsSchema: SchemaDocument = {
           "default": 0.7,
           "minimum": 0,
           "type": "number"
+        },
+        "tool_choice": {
+          "anyOf": [
+            {
+              "enum": [
+                "auto",
+                "none",
+                "required"
+              ]
+            },
+            {
+              "$ref": "#/$defs/NamedToolChoice"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "tools": {
+          "anyOf": [
+            {
+              "items": {
+                "$ref": "#/$defs/ToolDefinition"
+              },
+              "maxItems": 128,
+              "type": "array"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
         },
         "top_k": {
           "default": 0,
@@ -2071,6 +2236,25 @@ export const methodsSchema: SchemaDocument = {
       "title": "ModelsConfig",
       "type": "object"
     },
+    "NamedToolChoice": {
+      "description": "Call this function (forced with guidance, so the arguments match its schema).",
+      "properties": {
+        "function": {
+          "$ref": "#/$defs/ToolChoiceFunction"
+        },
+        "type": {
+          "default": "function",
+          "enum": [
+            "function"
+          ]
+        }
+      },
+      "required": [
+        "function"
+      ],
+      "title": "NamedToolChoice",
+      "type": "object"
+    },
     "NotServed": {
       "description": "Placeholder result of methods the protocol names but this build does not serve.",
       "properties": {},
@@ -2578,6 +2762,64 @@ export const methodsSchema: SchemaDocument = {
       "title": "TokenizeResult",
       "type": "object"
     },
+    "ToolCall": {
+      "description": "A call the assistant made, in the history sent back with its result.",
+      "properties": {
+        "function": {
+          "$ref": "#/$defs/FunctionCall"
+        },
+        "id": {
+          "default": "",
+          "maxLength": 256,
+          "type": "string"
+        },
+        "type": {
+          "default": "function",
+          "enum": [
+            "function"
+          ]
+        }
+      },
+      "required": [
+        "function"
+      ],
+      "title": "ToolCall",
+      "type": "object"
+    },
+    "ToolChoiceFunction": {
+      "properties": {
+        "name": {
+          "maxLength": 64,
+          "minLength": 1,
+          "pattern": "^[A-Za-z0-9_.:-]+$",
+          "type": "string"
+        }
+      },
+      "required": [
+        "name"
+      ],
+      "title": "ToolChoiceFunction",
+      "type": "object"
+    },
+    "ToolDefinition": {
+      "description": "An OpenAI function definition.",
+      "properties": {
+        "function": {
+          "$ref": "#/$defs/FunctionDefinition"
+        },
+        "type": {
+          "default": "function",
+          "enum": [
+            "function"
+          ]
+        }
+      },
+      "required": [
+        "function"
+      ],
+      "title": "ToolDefinition",
+      "type": "object"
+    },
     "UnloadModelParams": {
       "properties": {
         "model_id": {
@@ -2886,7 +3128,8 @@ export const notificationsSchema: SchemaDocument = {
           "enum": [
             "cancelled",
             "length",
-            "stop"
+            "stop",
+            "tool_calls"
           ]
         },
         "model_id": {
@@ -3172,6 +3415,10 @@ export const notificationsSchema: SchemaDocument = {
         "logprob": {
           "type": "number"
         },
+        "reasoning": {
+          "default": false,
+          "type": "boolean"
+        },
         "stream_id": {
           "type": "string"
         },
@@ -3235,7 +3482,8 @@ export const notificationsSchema: SchemaDocument = {
           "enum": [
             "cancelled",
             "length",
-            "stop"
+            "stop",
+            "tool_calls"
           ]
         },
         "is_final": {
@@ -3347,6 +3595,35 @@ export const notificationsSchema: SchemaDocument = {
       "title": "StreamStats",
       "type": "object"
     },
+    "StreamToolCall": {
+      "description": "`stream.tool_call`: one complete call the model made, sent as soon as it is parsed;\nthe call's markup is not sent as chunk text.",
+      "properties": {
+        "arguments": {
+          "type": "string"
+        },
+        "id": {
+          "type": "string"
+        },
+        "index": {
+          "type": "integer"
+        },
+        "name": {
+          "type": "string"
+        },
+        "stream_id": {
+          "type": "string"
+        }
+      },
+      "required": [
+        "stream_id",
+        "index",
+        "id",
+        "name",
+        "arguments"
+      ],
+      "title": "StreamToolCall",
+      "type": "object"
+    },
     "TopLogprob": {
       "properties": {
         "logprob": {
@@ -3435,6 +3712,9 @@ export const notificationsSchema: SchemaDocument = {
     },
     "stream.stats": {
       "$ref": "#/$defs/StreamStats"
+    },
+    "stream.tool_call": {
+      "$ref": "#/$defs/StreamToolCall"
     }
   },
   "title": "mlx-serving notifications: params per notification method"

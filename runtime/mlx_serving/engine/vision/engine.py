@@ -127,6 +127,8 @@ class VisionEngine:
             return None
         if params.guidance is not None:
             raise InvalidParams("guidance", "structured output is not supported for vision yet")
+        if params.tools:
+            raise InvalidParams("tools", "tool calling is not supported for vision models yet")
         inputs = prepare_vision_inputs(loaded, params, self._settings.vision, self._pixels)
         # Images take seconds to process, and the model may have been unloaded or replaced
         # meanwhile: refuse before a stream id is claimed, with the error of a request to a

@@ -101,7 +101,7 @@ def _image_sources(params: GenerateParams, limits: VisionConfig) -> list[tuple[s
         from_fields += [(f"images[{i}]", image) for i, image in enumerate(params.images)]
     from_messages: list[tuple[str, str]] = []
     for index, message in enumerate(params.messages or []):
-        if isinstance(message.content, str):
+        if message.content is None or isinstance(message.content, str):
             continue
         for part_index, part in enumerate(message.content):
             if not isinstance(part, ImagePart):
@@ -166,7 +166,9 @@ def _render_messages(
     rendered: list[dict[str, Any]] = []
     for message in messages:
         content: str | list[dict[str, str]]
-        if isinstance(message.content, str):
+        if message.content is None:  # an assistant message that carried tool calls
+            content = ""
+        elif isinstance(message.content, str):
             content = message.content
         else:
             # The image payload travels beside the text; the template only marks its place.
