@@ -21,6 +21,7 @@ from .distributed.engine import DistributedEngine
 from .distributed.group import Group, GroupStartError, start_group
 from .distributed.hostfile import HostfileError
 from .engine import Engine
+from .engine.memory import effective_settings, memory_budget
 from .handlers import RuntimeContext, build_methods
 from .handlers.context import NativeStatus
 from .protocol.envelope import NULL_ID, NotificationFrame
@@ -77,6 +78,9 @@ class Runtime:
         native: NativeStatus | None = None,
         group: Group | None = None,
     ) -> None:
+        # Before any engine or scheduler reads them: the prompt caches held to their share
+        # of the memory budget (runtime/info reports these effective settings).
+        settings = effective_settings(settings, memory_budget(settings))
         limits = settings.limits
         self.settings = settings
         self.writer = FrameWriter(protocol_fd, limits.outbound_queue_bytes)
@@ -101,6 +105,7 @@ class Runtime:
             notify=notifications.emit,
             native=native or NativeStatus(),
             telemetry=self.telemetry,
+            restart_count=_restart_count(os.environ.get("MLX_SERVING_RESTART_COUNT")),
         )
         self.executor = ThreadPoolExecutor(limits.request_workers, thread_name_prefix="request")
         self.dispatcher = Dispatcher(
@@ -172,6 +177,16 @@ class Runtime:
         self.engine.shutdown()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.writer.close()
+
+
+def _restart_count(value: str | None) -> int:
+    """How many times the supervising client restarted the runtime: it sets
+    MLX_SERVING_RESTART_COUNT when it spawns one (the TS client does); 0 otherwise."""
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        log.warning("ignoring MLX_SERVING_RESTART_COUNT=%r: not a whole number", value)
+        return 0
 
 
 def _oversize_error(line: OversizeLine, limit: int) -> bytes:

@@ -188,9 +188,12 @@ export class Supervisor {
     this.hooks.status({ state: 'stopped' });
   }
 
-  /** Spawns a process and probes it; the connection is ready when this resolves. */
-  private async launch(): Promise<RpcConnection> {
-    const process = new RuntimeProcess(this.options.spec, this.logger, this.options.maxLineBytes);
+  /** Spawns a process and probes it; the connection is ready when this resolves. The
+   * runtime reports `restartCount` as runtime/state's `restart_count`. */
+  private async launch(restartCount = this.restarts): Promise<RpcConnection> {
+    const spec = this.options.spec;
+    const env = { ...spec.env, MLX_SERVING_RESTART_COUNT: String(restartCount) };
+    const process = new RuntimeProcess({ ...spec, env }, this.logger, this.options.maxLineBytes);
     const connection: RpcConnection = new RpcConnection(process, this.validator, this.logger, {
       notification: (m, p) => connection === this.current && this.hooks.notification(m, p),
       invalidNotification: (m, p, e) => connection === this.current && this.hooks.invalidNotification(m, p, e),
@@ -279,7 +282,7 @@ export class Supervisor {
     this.hooks.status({ state: 'starting', attempt: this.failures });
     let connection: RpcConnection;
     try {
-      connection = await this.launch();
+      connection = await this.launch(this.restarts + 1);
       const died = connection.process.exited.then((info) => {
         throw new RuntimeExitedError(info.code, info.signal, connection.process.stderrTail(), info.error);
       });

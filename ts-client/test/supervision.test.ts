@@ -73,6 +73,7 @@ describe('kill -9 of the runtime mid-stream (Python runtime)', () => {
       );
       assert.notEqual(engine.pid, firstPid);
       assert.equal(engine.restartCount, 1);
+      assert.equal(state.restart_count, 1, 'the runtime knows it is a restart');
       const again = await engine.generate({ model_id: MODEL, prompt: 'Hello', max_tokens: 8, temperature: 0 });
       assert.equal(again.stats.tokens_generated > 0, true);
       assert.deepEqual(
