@@ -106,9 +106,9 @@ def test_text_without_calls_keeps_its_blanks() -> None:
 
 
 def test_a_call_that_does_not_parse_comes_as_the_text_written() -> None:
-    parts = split(["<tool_call>not json</tool_call> ok"])
+    parts = split(["So: <tool_call>not json</tool_call> ok"])
     assert calls_of(parts) == []
-    assert text_of(parts) == "<tool_call>not json</tool_call> ok"
+    assert text_of(parts) == "So: <tool_call>not json</tool_call> ok"
 
 
 def test_a_call_cut_short_by_the_end_of_the_stream_comes_as_text() -> None:

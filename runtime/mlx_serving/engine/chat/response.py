@@ -101,6 +101,8 @@ class ResponseSplitter:
     # the stream ends with calls, so that text ends where the calls begin and a reply that
     # only calls tools has none.
     _blank: str = ""
+    # The blank a call's start dropped, given back if the call turns out to be none.
+    _blank_before_call: str = ""
 
     def __post_init__(self) -> None:
         self._state = self.output.initial_state
@@ -127,7 +129,7 @@ class ResponseSplitter:
             if self._state == TOOL and state != TOOL:
                 parts.extend(self._end_call(closed=True))
             elif state == TOOL and self._state != TOOL:
-                self._blank = ""
+                self._blank_before_call, self._blank = self._blank, ""
             self._state = state
             if not text:
                 continue
@@ -151,7 +153,8 @@ class ResponseSplitter:
         if calls is None:
             # Not a call after all (or cut short): the client gets the text as written.
             log.warning("could not parse a tool call; sending it as text: %.200r", body)
-            return [ResponseText(fmt.start + body + (fmt.end if closed else ""))]
+            written = fmt.start + body + (fmt.end if closed else "")
+            return [ResponseText(self._blank_before_call + written)]
         parts: list[ResponsePart] = []
         for name, arguments, call_id in calls:
             parts.append(ResponseCall(self.calls, call_id, name, arguments))
