@@ -31,6 +31,13 @@ export class RpcError extends MlxServingError {
     this.rpcCode = rpcCode;
     this.data = data ?? null;
   }
+
+  /** For `Overloaded` (-32006): about how long to wait before sending the request again
+   * (`error.data.retry_after_ms`), where the runtime knows. */
+  get retryAfterMs(): number | undefined {
+    const value = isRecord(this.data) ? this.data['retry_after_ms'] : undefined;
+    return typeof value === 'number' ? value : undefined;
+  }
 }
 
 /**
@@ -127,6 +134,16 @@ export class RequestTooLargeError extends MlxServingError {
   constructor(readonly method: string, readonly bytes: number, readonly limitBytes: number) {
     super('RequestTooLarge', `${method} request is ${bytes} bytes of JSON, over the runtime's max_frame_bytes (${limitBytes})`, {
       details: { method, bytes, limitBytes },
+    });
+  }
+}
+
+/** The runtime is not reading its input: more than `limitBytes` of requests already wait in
+ * the pipe to it. Not sent; retry once it catches up. */
+export class RuntimeBackloggedError extends MlxServingError {
+  constructor(readonly method: string, readonly bufferedBytes: number, readonly limitBytes: number) {
+    super('Backlogged', `${method} not sent: ${bufferedBytes} bytes of requests wait for the runtime to read them (limit ${limitBytes})`, {
+      details: { method, bufferedBytes, limitBytes },
     });
   }
 }

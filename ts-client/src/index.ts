@@ -14,7 +14,7 @@ export type {
 export { Generation } from './generator.js';
 export { PROMETHEUS_CONTENT_TYPE, toPrometheus } from './metrics.js';
 export type { PrometheusOptions, RuntimeEvent } from './metrics.js';
-export type { FinishReason, GenerationChunk, ReasoningChunk, StatsChunk, StreamToolCall, TokenChunk, ToolCallChunk } from './generator.js';
+export type { FinishReason, GenerationChunk, ReasoningChunk, StatsChunk, TokenChunk, ToolCallChunk } from './generator.js';
 export {
   CircuitOpenError,
   EngineDisposedError,
@@ -23,6 +23,7 @@ export {
   ProtocolError,
   RequestTimeoutError,
   RequestTooLargeError,
+  RuntimeBackloggedError,
   RPC_CODE_NAMES,
   RpcError,
   RuntimeExitedError,

@@ -6,7 +6,7 @@ import { onAbort } from './abort.js';
 import type { ClientLogger } from './logger.js';
 import type { RuntimeProcess } from './transport.js';
 import type { ErrorFrame, MethodName, MethodParams, MethodResult } from './types/index.js';
-import { ProtocolError, RequestTimeoutError, RequestTooLargeError, rpcErrorFrom } from './errors.js';
+import { ProtocolError, RequestTimeoutError, RequestTooLargeError, RuntimeBackloggedError, rpcErrorFrom } from './errors.js';
 import type { ProtocolValidator } from './validation.js';
 
 export interface RequestOptions {
@@ -38,6 +38,9 @@ interface Pending {
  * late result still reaches its request's onLateResult). */
 const ABANDONED_IDS_KEPT = 1024;
 
+/** Twice the runtime's default frame limit: one large request can always wait its turn. */
+export const DEFAULT_MAX_BUFFERED_BYTES = 32 * 1024 * 1024;
+
 export class RpcConnection {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
@@ -50,6 +53,9 @@ export class RpcConnection {
    * would only ever end by its timeout, so it is refused here instead.
    */
   maxFrameBytes: number | undefined;
+  /** Requests written but not yet read by the runtime, in bytes, beyond which new ones
+   * fail with RuntimeBackloggedError instead of queueing in this process. */
+  maxBufferedBytes = DEFAULT_MAX_BUFFERED_BYTES;
 
   constructor(
     readonly process: RuntimeProcess,
@@ -78,6 +84,13 @@ export class RpcConnection {
     if (this.maxFrameBytes !== undefined && line.length > this.maxFrameBytes / 3) {
       const bytes = Buffer.byteLength(line);
       if (bytes > this.maxFrameBytes) return Promise.reject(new RequestTooLargeError(method, bytes, this.maxFrameBytes));
+    }
+    // A runtime that stops reading (stopped, or stuck) must not grow this process without
+    // bound: Node keeps whatever the pipe does not take. `cancel` still goes through, so
+    // streams can always be ended.
+    const buffered = this.process.bufferedBytes;
+    if (buffered > this.maxBufferedBytes && method !== 'cancel') {
+      return Promise.reject(new RuntimeBackloggedError(method, buffered, this.maxBufferedBytes));
     }
     return new Promise<MethodResult<M>>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;

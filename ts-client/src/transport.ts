@@ -165,6 +165,11 @@ export class RuntimeProcess extends EventEmitter<RuntimeProcessEvents> {
     return this.exitInfo !== undefined || this.exitEmitted;
   }
 
+  /** Bytes written but not yet taken by the runtime (Node buffers them when the pipe is full). */
+  get bufferedBytes(): number {
+    return this.child.stdin.writableLength;
+  }
+
   /** Writes one line (a newline is appended); false when the process is gone. */
   write(line: string): boolean {
     if (this.hasExited || !this.child.stdin.writable) return false;

@@ -45,6 +45,7 @@ const info = {
     max_prompt_bytes: 1 << 20,
     max_active_streams: 8,
   },
+  prompt_cache: { directory: null, max_disk_bytes: 0, persisted_models: [], not_persisted: {} },
   config: {
     environment: null,
     json_rpc: { max_frame_bytes: 1 << 24, max_active_streams: 8 },
