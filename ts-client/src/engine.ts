@@ -22,7 +22,6 @@ import {
   type GenerationChunk,
   type StatsChunk,
   type StreamControl,
-  type StreamToolCall,
   type ToolCallChunk,
 } from './generator.js';
 import { runtimeProcessSpec, type LaunchOptions } from './launch.js';
@@ -54,6 +53,7 @@ import type {
   StreamCompleted,
   StreamFailed,
   StreamStats,
+  StreamToolCall,
   TokenizeParams,
   TokenizeResult,
 } from './types/index.js';

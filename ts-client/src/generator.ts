@@ -5,7 +5,7 @@
  * violation) are thrown from the iteration after the tokens that came before them.
  */
 import { ProtocolError } from './errors.js';
-import type { StreamChunk, StreamCompleted, StreamStats, TopLogprob } from './types/index.js';
+import type { StreamChunk, StreamCompleted, StreamStats, StreamToolCall, TopLogprob } from './types/index.js';
 import type { COMPAT_FINISH_REASONS } from './validation.js';
 
 /** `stop`, `length`, `cancelled`; `completed` and `no_output` come from compat runtimes. */
@@ -45,15 +45,6 @@ export interface ToolCallChunk {
   id: string;
   name: string;
   /** The arguments as JSON text. */
-  arguments: string;
-}
-
-/** `stream.tool_call` as the runtime sends it. */
-export interface StreamToolCall {
-  stream_id: string;
-  index: number;
-  id: string;
-  name: string;
   arguments: string;
 }
 
@@ -160,7 +151,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     if (this.stopOnRuntime) this.control.cancel(this.streamId);
   }
 
-  pushChunk(chunk: StreamChunk & { reasoning?: boolean }): void {
+  pushChunk(chunk: StreamChunk): void {
     if (this.ended) return;
     this.tokensReceived += 1;
     this.firstTokenAt ??= performance.now();
