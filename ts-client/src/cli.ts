@@ -16,6 +16,7 @@ import { CircuitOpenError, InvalidParamsError, ProtocolError, RuntimeExitedError
 import type { GeneratorParams, PromptForm } from './engine.js';
 import type { StatsChunk } from './generator.js';
 import { consoleLogger } from './logger.js';
+import { serveMain } from './serve.js';
 import type { ChatMessage, GenerateParams } from './types/index.js';
 
 const USAGE = `Usage: mlx-serving <command> [options]
@@ -26,6 +27,7 @@ Commands:
   generate --model M --prompt P stream a completion to stdout; TTFT and tok/s to stderr
   chat --model M                interactive chat through the model's chat template
   convert-gguf FILE OUT         convert a GGUF file into an mlx-lm model directory
+  serve --model ID=PATH         OpenAI- and Anthropic-compatible HTTP server (serve --help)
 
 Model (generate, tokenize, chat):
   --model M            a model directory or .gguf file (loaded as its name) or a model id
@@ -69,6 +71,8 @@ type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositi
 class UsageError extends Error {}
 
 export async function main(argv: string[]): Promise<number> {
+  // serve has options of its own (serve.ts).
+  if (argv[0] === 'serve') return serveMain(argv.slice(1));
   let values: Values;
   let positionals: string[];
   try {

@@ -12,6 +12,8 @@ export type {
   VisionGeneratorParams,
 } from './engine.js';
 export { Generation } from './generator.js';
+export { createHttpServer, HttpServer } from './http/server.js';
+export type { HttpServerOptions } from './http/server.js';
 export { PROMETHEUS_CONTENT_TYPE, toPrometheus } from './metrics.js';
 export type { PrometheusOptions, RuntimeEvent } from './metrics.js';
 export type { FinishReason, GenerationChunk, ReasoningChunk, StatsChunk, TokenChunk, ToolCallChunk } from './generator.js';
