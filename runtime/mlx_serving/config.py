@@ -97,7 +97,8 @@ class SchedulerConfig(_Section):
     # A fixed prefill budget in tokens per step instead of the one measured against
     # max_step_ms; null: measured.
     prefill_token_budget: Positive | None = None
-    # KV caches kept per model for later prompts sharing a prefix; 0 disables.
+    # KV caches kept per model for later prompts sharing a prefix; 0 disables. Counted in
+    # the memory budget as part of each resident model, and at most a tenth of the budget.
     prompt_cache_bytes: Annotated[int, Meta(ge=0)] = 1 << 30
     prompt_cache_entries: Annotated[int, Meta(ge=0)] = 64
     # Where prompt KV caches are also kept on disk, as 256-token blocks that outlive the
@@ -107,6 +108,10 @@ class SchedulerConfig(_Section):
     prompt_cache_dir: str | None = None
     # Bytes of blocks the folder may hold; the least recently used go first. 0: off.
     prompt_cache_disk_bytes: Annotated[int, Meta(ge=0)] = 8 << 30
+    # A stream reserves its KV cache (prompt + max_tokens) in the memory budget before it is
+    # acknowledged; one that does not fit waits first come, first served this long, then is
+    # refused -32006 with retry_after_ms (engine/memory/ledger.py).
+    admission_timeout_s: Annotated[float, Meta(ge=0.0, le=600.0)] = 10.0
 
 
 class DistributedConfig(_Section):
@@ -151,8 +156,20 @@ class ModelsConfig(_Section):
     # uses the model's.
     default_context_length: Positive | None = None
     # load_model of a new model_id fails while this many are loaded or loading; null: no
-    # bound. Models are never evicted implicitly: that would end their streams.
+    # bound. The count is never made room for by eviction (the memory budget is).
     max_loaded_models: Positive | None = None
+    # Bytes the weights of resident models and the KV caches of streams may take together
+    # (docs/MEMORY.md). A load that does not fit evicts idle unpinned models, least recently
+    # used first; null: memory_budget_fraction of the device's memory (RAM on CPU, the
+    # recommended working set on Metal, device memory on CUDA; a cgroup limit if lower).
+    memory_budget_bytes: Bytes | None = None
+    memory_budget_fraction: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.75
+    # Seconds a model may stay unused before it is evicted, for load_model calls that give
+    # no keep_alive_s; null (or negative): until evicted for room or unloaded.
+    keep_alive_s: Annotated[float, Meta(ge=-1.0)] | None = None
+    # generate and tokenize naming an evicted or expired model load it again with the
+    # parameters it was loaded with (the request waits); false: -32005 instead.
+    reload_on_demand: bool = True
 
 
 def _default_allow_patterns() -> list[str]:

@@ -7,7 +7,7 @@ else raised by a handler becomes -32603 without leaking its message.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -40,16 +40,33 @@ class ValidationErrorData(msgspec.Struct, kw_only=True, tag="ValidationError", t
     issues: list[ValidationIssue]
 
 
+class MemoryHolder(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A share of the memory budget: a resident model's weights (with its prompt cache),
+    the KV caches streams reserved, or a load in flight."""
+
+    kind: Literal["model", "kv_cache", "loading"]
+    bytes: int
+    model_id: str | None = None
+    # Models only: why it could not be evicted.
+    pinned: bool = False
+    busy: bool = False
+
+
 class ModelErrorData(
     msgspec.Struct, kw_only=True, omit_defaults=True, tag="ApplicationError", tag_field="type"
 ):
     """`error.data` of the application errors (-32001 … -32099). `retry_after_ms`: for
-    -32006, about how long to wait before sending the request again, where known."""
+    -32006, about how long to wait before sending the request again, where known.
+    `budget_bytes`, `needed_bytes` and `holders`: a load the memory budget cannot make room
+    for (-32001), with what holds the budget."""
 
     model_id: str | None = None
     stream_id: str | None = None
     detail: str | None = None
     retry_after_ms: int | None = None
+    budget_bytes: int | None = None
+    needed_bytes: int | None = None
+    holders: list[MemoryHolder] | None = None
 
 
 class ErrorObject(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -97,6 +114,19 @@ class AppError(RpcError):
 
 class ModelLoadError(AppError):
     code = MODEL_LOAD_ERROR
+
+
+class MemoryBudgetExceeded(ModelLoadError):
+    """A load that does not fit the memory budget even with every idle unpinned model
+    evicted; nothing was evicted and nothing loaded."""
+
+    def __init__(
+        self, message: str, *, model_id: str, budget: int, needed: int, holders: list[MemoryHolder]
+    ) -> None:
+        super().__init__(message, model_id=model_id)
+        self.data = ModelErrorData(
+            model_id=model_id, budget_bytes=budget, needed_bytes=needed, holders=holders
+        )
 
 
 class GenerationError(AppError):

@@ -111,15 +111,45 @@ class DistributedLoad(msgspec.Struct, kw_only=True):
 
 
 class LoadedModelState(msgspec.Struct, kw_only=True):
+    """A model the runtime knows: resident, or evicted (for room or after keep_alive_s)
+    and loaded again on demand. unload_model forgets it."""
+
     model_id: str
-    state: Literal["ready"]
+    # "evicted": not resident; a generate or tokenize naming it loads it again.
+    state: Literal["ready", "evicted"]
     type: Literal["text", "vision"]
+    resident: bool
+    pinned: bool
+    # Its weights: measured once loaded; before that, read from the weight files' headers.
+    bytes: int
+    # Unix time it was last loaded, used by a request, or left by its last stream.
+    last_used: float
+    # Evicted after this long unused; null: never.
+    keep_alive_s: float | None
+
+
+class MemoryState(msgspec.Struct, kw_only=True):
+    """The memory budget (models.memory_budget_bytes) and what holds it."""
+
+    budget_bytes: int
+    # weights_bytes + kv_reserved_bytes + loading_bytes (the prompt caches included).
+    used_bytes: int
+    # Resident models' weights and their prompt caches' share.
+    weights_bytes: int
+    # What the running and admitted streams reserved for their KV caches.
+    kv_reserved_bytes: int
+    # Estimated weights of the loads in flight.
+    loading_bytes: int
+    # Streams waiting for room before they are acknowledged.
+    streams_waiting: int
 
 
 class RuntimeState(msgspec.Struct, kw_only=True):
+    # Every known model, the evicted ones included (`resident`).
     loaded_models: list[LoadedModelState]
     active_streams: int
     restart_count: int
+    memory: MemoryState
     # Extension: as in runtime/info.
     distributed: DistributedStatus | msgspec.UnsetType = UNSET
 
@@ -145,6 +175,11 @@ class LoadModelParams(msgspec.Struct, kw_only=True):
     # Extension: sharding over the ranks of a distributed runtime (which shards every
     # model; this picks how).
     distributed: DistributedLoad | None = None
+    # Extension: never evicted for room nor after keep_alive_s (unload_model still unloads).
+    pin: bool = False
+    # Extension: seconds unused before the model is evicted (and loaded again on demand);
+    # null or -1: never; absent: the config's models.keep_alive_s.
+    keep_alive_s: Annotated[float, Meta(ge=-1.0)] | None | msgspec.UnsetType = UNSET
 
 
 class LoadModelResult(msgspec.Struct, kw_only=True):

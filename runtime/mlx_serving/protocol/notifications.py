@@ -120,8 +120,14 @@ class ModelLoadedEvent(_Event, tag="model_loaded"):
 
 class ModelUnloadedEvent(_Event, tag="model_unloaded"):
     model_id: str
-    # "replaced": load_model loaded the same model_id again.
-    reason: Literal["unloaded", "replaced"]
+    # "replaced": load_model loaded the same model_id again; "evicted": a load or a stream
+    # needed its room in the memory budget; "expired": unused for its keep_alive_s. An
+    # evicted or expired model is loaded again on demand (models.reload_on_demand).
+    reason: Literal["unloaded", "replaced", "evicted", "expired"]
+    # For "evicted" and "expired": what needed the room and the budget, in words.
+    detail: str | None = None
+    # The weights it let go of; null where not known.
+    bytes: int | None = None
 
 
 class GenerationStartedEvent(_Event, tag="generation_started"):

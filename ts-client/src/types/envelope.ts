@@ -53,16 +53,35 @@ export interface ValidationIssue {
 /**
  * `error.data` of the application errors (-32001 … -32099). `retry_after_ms`: for
  * -32006, about how long to wait before sending the request again, where known.
+ * `budget_bytes`, `needed_bytes` and `holders`: a load the memory budget cannot make room
+ * for (-32001), with what holds the budget.
  *
  * This interface was referenced by `EnvelopeSchemas`'s JSON-Schema
  * via the `definition` "ModelErrorData".
  */
 export interface ModelErrorData {
+  budget_bytes?: number | null;
   detail?: string | null;
+  holders?: MemoryHolder[] | null;
   model_id?: string | null;
+  needed_bytes?: number | null;
   retry_after_ms?: number | null;
   stream_id?: string | null;
   type: "ApplicationError";
+}
+/**
+ * A share of the memory budget: a resident model's weights (with its prompt cache),
+ * the KV caches streams reserved, or a load in flight.
+ *
+ * This interface was referenced by `EnvelopeSchemas`'s JSON-Schema
+ * via the `definition` "MemoryHolder".
+ */
+export interface MemoryHolder {
+  busy?: boolean;
+  bytes: number;
+  kind: "kv_cache" | "loading" | "model";
+  model_id?: string | null;
+  pinned?: boolean;
 }
 /**
  * This interface was referenced by `EnvelopeSchemas`'s JSON-Schema

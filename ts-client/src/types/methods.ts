@@ -470,8 +470,10 @@ export interface LoadModelParams {
   distributed?: DistributedLoad | null;
   draft?: boolean;
   dtype?: ("bfloat16" | "float16" | "float32") | null;
+  keep_alive_s?: number | null;
   local_path?: string | null;
   model_id: string;
+  pin?: boolean;
   quantization?: string | null;
   revision?: string | null;
   trust_remote_code?: boolean;
@@ -635,7 +637,11 @@ export interface LoggingConfig {
 export interface ModelsConfig {
   cache_dir?: string;
   default_context_length?: number | null;
+  keep_alive_s?: number | null;
   max_loaded_models?: number | null;
+  memory_budget_bytes?: number | null;
+  memory_budget_fraction?: number;
+  reload_on_demand?: boolean;
 }
 /**
  * `python_runtime`: the runtime process itself.
@@ -654,6 +660,7 @@ export interface PythonRuntimeConfig {
  * via the `definition` "SchedulerConfig".
  */
 export interface SchedulerConfig {
+  admission_timeout_s?: number;
   max_batch_size?: number;
   max_step_ms?: number;
   prefill_chunk_tokens?: number;
@@ -854,16 +861,39 @@ export interface RuntimeState {
   active_streams: number;
   distributed?: DistributedStatus;
   loaded_models: LoadedModelState[];
+  memory: MemoryState;
   restart_count: number;
 }
 /**
+ * A model the runtime knows: resident, or evicted (for room or after keep_alive_s)
+ * and loaded again on demand. unload_model forgets it.
+ *
  * This interface was referenced by `MethodSchemas`'s JSON-Schema
  * via the `definition` "LoadedModelState".
  */
 export interface LoadedModelState {
+  bytes: number;
+  keep_alive_s: number | null;
+  last_used: number;
   model_id: string;
-  state: "ready";
+  pinned: boolean;
+  resident: boolean;
+  state: "evicted" | "ready";
   type: "text" | "vision";
+}
+/**
+ * The memory budget (models.memory_budget_bytes) and what holds it.
+ *
+ * This interface was referenced by `MethodSchemas`'s JSON-Schema
+ * via the `definition` "MemoryState".
+ */
+export interface MemoryState {
+  budget_bytes: number;
+  kv_reserved_bytes: number;
+  loading_bytes: number;
+  streams_waiting: number;
+  used_bytes: number;
+  weights_bytes: number;
 }
 /**
  * Placeholder result of methods the protocol names but this build does not serve.

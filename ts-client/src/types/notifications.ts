@@ -36,9 +36,11 @@ export interface ModelLoadedEvent {
  * via the `definition` "ModelUnloadedEvent".
  */
 export interface ModelUnloadedEvent {
+  bytes?: number | null;
+  detail?: string | null;
   event: "model_unloaded";
   model_id: string;
-  reason: "replaced" | "unloaded";
+  reason: "evicted" | "expired" | "replaced" | "unloaded";
   timestamp: number;
 }
 /**

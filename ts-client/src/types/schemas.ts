@@ -62,9 +62,60 @@ export const envelopeSchema: SchemaDocument = {
       "title": "ErrorObject",
       "type": "object"
     },
-    "ModelErrorData": {
-      "description": "`error.data` of the application errors (-32001 … -32099). `retry_after_ms`: for\n-32006, about how long to wait before sending the request again, where known.",
+    "MemoryHolder": {
+      "description": "A share of the memory budget: a resident model's weights (with its prompt cache),\nthe KV caches streams reserved, or a load in flight.",
       "properties": {
+        "busy": {
+          "default": false,
+          "type": "boolean"
+        },
+        "bytes": {
+          "type": "integer"
+        },
+        "kind": {
+          "enum": [
+            "kv_cache",
+            "loading",
+            "model"
+          ]
+        },
+        "model_id": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "pinned": {
+          "default": false,
+          "type": "boolean"
+        }
+      },
+      "required": [
+        "kind",
+        "bytes"
+      ],
+      "title": "MemoryHolder",
+      "type": "object"
+    },
+    "ModelErrorData": {
+      "description": "`error.data` of the application errors (-32001 … -32099). `retry_after_ms`: for\n-32006, about how long to wait before sending the request again, where known.\n`budget_bytes`, `needed_bytes` and `holders`: a load the memory budget cannot make room\nfor (-32001), with what holds the budget.",
+      "properties": {
+        "budget_bytes": {
+          "anyOf": [
+            {
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
         "detail": {
           "anyOf": [
             {
@@ -76,10 +127,35 @@ export const envelopeSchema: SchemaDocument = {
           ],
           "default": null
         },
+        "holders": {
+          "anyOf": [
+            {
+              "items": {
+                "$ref": "#/$defs/MemoryHolder"
+              },
+              "type": "array"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
         "model_id": {
           "anyOf": [
             {
               "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "needed_bytes": {
+          "anyOf": [
+            {
+              "type": "integer"
             },
             {
               "type": "null"
@@ -1963,6 +2039,17 @@ export const methodsSchema: SchemaDocument = {
           ],
           "default": null
         },
+        "keep_alive_s": {
+          "anyOf": [
+            {
+              "minimum": -1,
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ]
+        },
         "local_path": {
           "anyOf": [
             {
@@ -1978,6 +2065,10 @@ export const methodsSchema: SchemaDocument = {
           "maxLength": 1024,
           "minLength": 1,
           "type": "string"
+        },
+        "pin": {
+          "default": false,
+          "type": "boolean"
         },
         "quantization": {
           "anyOf": [
@@ -2118,12 +2209,36 @@ export const methodsSchema: SchemaDocument = {
       "type": "object"
     },
     "LoadedModelState": {
+      "description": "A model the runtime knows: resident, or evicted (for room or after keep_alive_s)\nand loaded again on demand. unload_model forgets it.",
       "properties": {
+        "bytes": {
+          "type": "integer"
+        },
+        "keep_alive_s": {
+          "anyOf": [
+            {
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ]
+        },
+        "last_used": {
+          "type": "number"
+        },
         "model_id": {
           "type": "string"
         },
+        "pinned": {
+          "type": "boolean"
+        },
+        "resident": {
+          "type": "boolean"
+        },
         "state": {
           "enum": [
+            "evicted",
             "ready"
           ]
         },
@@ -2137,7 +2252,12 @@ export const methodsSchema: SchemaDocument = {
       "required": [
         "model_id",
         "state",
-        "type"
+        "type",
+        "resident",
+        "pinned",
+        "bytes",
+        "last_used",
+        "keep_alive_s"
       ],
       "title": "LoadedModelState",
       "type": "object"
@@ -2181,6 +2301,39 @@ export const methodsSchema: SchemaDocument = {
       "title": "MemoryInfo",
       "type": "object"
     },
+    "MemoryState": {
+      "description": "The memory budget (models.memory_budget_bytes) and what holds it.",
+      "properties": {
+        "budget_bytes": {
+          "type": "integer"
+        },
+        "kv_reserved_bytes": {
+          "type": "integer"
+        },
+        "loading_bytes": {
+          "type": "integer"
+        },
+        "streams_waiting": {
+          "type": "integer"
+        },
+        "used_bytes": {
+          "type": "integer"
+        },
+        "weights_bytes": {
+          "type": "integer"
+        }
+      },
+      "required": [
+        "budget_bytes",
+        "used_bytes",
+        "weights_bytes",
+        "kv_reserved_bytes",
+        "loading_bytes",
+        "streams_waiting"
+      ],
+      "title": "MemoryState",
+      "type": "object"
+    },
     "MetricSample": {
       "properties": {
         "labels": {
@@ -2219,6 +2372,18 @@ export const methodsSchema: SchemaDocument = {
           ],
           "default": null
         },
+        "keep_alive_s": {
+          "anyOf": [
+            {
+              "minimum": -1,
+              "type": "number"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
         "max_loaded_models": {
           "anyOf": [
             {
@@ -2230,6 +2395,28 @@ export const methodsSchema: SchemaDocument = {
             }
           ],
           "default": null
+        },
+        "memory_budget_bytes": {
+          "anyOf": [
+            {
+              "minimum": 1024,
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "memory_budget_fraction": {
+          "default": 0.75,
+          "exclusiveMinimum": 0,
+          "maximum": 1,
+          "type": "number"
+        },
+        "reload_on_demand": {
+          "default": true,
+          "type": "boolean"
         }
       },
       "required": [],
@@ -2504,6 +2691,9 @@ export const methodsSchema: SchemaDocument = {
           },
           "type": "array"
         },
+        "memory": {
+          "$ref": "#/$defs/MemoryState"
+        },
         "restart_count": {
           "type": "integer"
         }
@@ -2511,7 +2701,8 @@ export const methodsSchema: SchemaDocument = {
       "required": [
         "loaded_models",
         "active_streams",
-        "restart_count"
+        "restart_count",
+        "memory"
       ],
       "title": "RuntimeState",
       "type": "object"
@@ -2520,6 +2711,12 @@ export const methodsSchema: SchemaDocument = {
       "additionalProperties": false,
       "description": "`scheduler`: the continuous batch of each loaded model (engine/scheduler.py).",
       "properties": {
+        "admission_timeout_s": {
+          "default": 10,
+          "maximum": 600,
+          "minimum": 0,
+          "type": "number"
+        },
         "max_batch_size": {
           "default": 32,
           "minimum": 1,
@@ -3242,6 +3439,28 @@ export const notificationsSchema: SchemaDocument = {
     },
     "ModelUnloadedEvent": {
       "properties": {
+        "bytes": {
+          "anyOf": [
+            {
+              "type": "integer"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
+        "detail": {
+          "anyOf": [
+            {
+              "type": "string"
+            },
+            {
+              "type": "null"
+            }
+          ],
+          "default": null
+        },
         "event": {
           "enum": [
             "model_unloaded"
@@ -3252,6 +3471,8 @@ export const notificationsSchema: SchemaDocument = {
         },
         "reason": {
           "enum": [
+            "evicted",
+            "expired",
             "replaced",
             "unloaded"
           ]
