@@ -42,9 +42,14 @@ def test_schemas_are_valid_and_agree_with_msgspec() -> None:
 
 
 def test_method_table_serves_exactly_the_declared_methods() -> None:
+    class _Residency:
+        def reload_with(self, _: object) -> None: ...
+        def on_evicted(self, _: object) -> None: ...
+
     class _Engine:
         scheduler = None
         models: list[object] = []
+        residency = _Residency()
 
     from mlx_serving.config import Settings
 

@@ -78,11 +78,11 @@ class DistributedEngine(Engine):
         loaded = self.lockstep.run_task(op, load_everywhere)
         return loaded.load_result(distributed=DistributedLoad(strategy=STRATEGIES[loaded.sharding]))
 
-    def unload(self, model_id: str) -> None:
+    def unload(self, model_id: str, reason: str | None = None) -> None:
         self._refuse_if_failed()
 
         def unload_everywhere() -> None:
-            super(DistributedEngine, self).unload(model_id)
+            super(DistributedEngine, self).unload(model_id, reason)
 
         self.lockstep.run_task(Unload(model_id), unload_everywhere)
 

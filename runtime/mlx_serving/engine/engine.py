@@ -26,6 +26,8 @@ from .drafts import check_draft
 from .encoders import refuse_encoder
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
+from .memory import MemoryLedger, Residency, effective_settings, memory_budget
+from .memory.budget import apply_mlx_limits
 from .prompts import require_one_prompt
 from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
@@ -41,6 +43,10 @@ class Engine:
     def __init__(
         self, settings: Settings, sink: StreamSink, scheduler: Scheduler | None = None
     ) -> None:
+        self.budget = memory_budget(settings)
+        # Each model's prompt cache is held to its share of the budget.
+        settings = effective_settings(settings, self.budget)
+        apply_mlx_limits(self.budget)
         self.settings = settings
         self.models = ModelRegistry()
         self.guidance = GuidanceCompiler()
@@ -49,6 +55,15 @@ class Engine:
         )
         self.vision = VisionEngine(settings, sink, self.models, self.scheduler)
         self.models.on_retire(self._model_retired)
+        self.memory = MemoryLedger(self.budget.bytes, settings.scheduler.admission_timeout_s)
+        self.residency = Residency(
+            settings,
+            self.models,
+            self.memory,
+            {"text": self.load, "vision": lambda params, _: self.vision.load(params)},
+            self.unload,
+        )
+        self.scheduler.on_release = self.residency.stream_ended
         # The prompt cache's folder is indexed now, in the background, not at first use.
         kv_disk.open_configured_store(settings.scheduler)
 
@@ -88,8 +103,9 @@ class Engine:
         progress.reach("ready")
         return loaded.load_result()
 
-    def unload(self, model_id: str) -> None:
-        self.models.remove(model_id)
+    def unload(self, model_id: str, reason: str | None = None) -> None:
+        """`reason`: what its streams are told (an eviction says so)."""
+        self.models.remove(model_id, reason)
 
     def _model_retired(self, model: LoadedModel, reason: str) -> None:
         """End the streams of a model the registry let go of, whoever replaced it."""
@@ -101,7 +117,7 @@ class Engine:
     # -- tokenizer -------------------------------------------------------------------------
 
     def tokenize(self, model_id: str, text: str, add_special_tokens: bool) -> TokenizeResult:
-        tokenizer = self.models.get(model_id).tokenizer
+        tokenizer = self.residency.require(model_id).tokenizer
         try:
             tokens: list[int] = tokenizer.encode(text, add_special_tokens=add_special_tokens)
             strings: list[str] = tokenizer.convert_ids_to_tokens(tokens)
@@ -112,7 +128,7 @@ class Engine:
     def detokenize(
         self, model_id: str, tokens: list[int], skip_special_tokens: bool
     ) -> DetokenizeResult:
-        loaded = self.models.get(model_id)
+        loaded = self.residency.require(model_id)
         check_token_ids("tokens", tokens, vocab_size(loaded))
         text: str = loaded.tokenizer.decode(tokens, skip_special_tokens=skip_special_tokens)
         return DetokenizeResult(text=text)
@@ -120,8 +136,13 @@ class Engine:
     # -- generation ------------------------------------------------------------------------
 
     def prepare_stream(self, params: GenerateParams) -> StreamRequest:
-        """Validate and tokenize a request and claim its stream id. The caller starts it
-        with `start` once the client has been told the stream id."""
+        """Validate and tokenize a request, claim its stream id and reserve its KV cache.
+        The caller starts it with `start` once the client has been told the stream id. The
+        models it names stay resident meanwhile (loaded again first if evicted)."""
+        with self.residency.in_use(params.model_id, params.draft_model):
+            return self._prepare_stream(params)
+
+    def _prepare_stream(self, params: GenerateParams) -> StreamRequest:
         limits = self.settings.limits
         if params.max_tokens > limits.max_tokens:
             raise InvalidParams("max_tokens", f"must be <= {limits.max_tokens}", "out_of_range")
@@ -197,9 +218,21 @@ class Engine:
             chat_output=chat.output(prompt_tokens),
         )
         self.scheduler.reserve(stream_id)
+        self._reserve_kv(request)
         if vision is not None:
             self.vision.hold(stream_id, vision)
         return request
+
+    def _reserve_kv(self, request: StreamRequest) -> None:
+        """Hold the stream's KV cache in the memory budget until it is released (waiting
+        for room up to scheduler.admission_timeout_s), or give its stream id back."""
+        models = [request.model] + ([request.draft] if request.draft is not None else [])
+        tokens = len(request.prompt_tokens) + request.max_tokens
+        try:
+            self.residency.reserve_kv(request.stream_id, models, tokens)
+        except BaseException:
+            self.scheduler.release(request.stream_id)
+            raise
 
     def start(self, request: StreamRequest) -> None:
         """Start a prepared stream once its client knows the stream id."""
@@ -227,7 +260,7 @@ class Engine:
         return draft
 
     def check_draft(self, primary_id: str, draft_id: str) -> CheckDraftResult:
-        return check_draft(self.models.get(primary_id), self.models.get(draft_id))
+        return check_draft(self.residency.require(primary_id), self.residency.require(draft_id))
 
     def _prompt_tokens(
         self, loaded: LoadedModel, params: GenerateParams, chat: ChatPlan
@@ -257,6 +290,7 @@ class Engine:
         return msgspec.UNSET
 
     def shutdown(self) -> None:
+        self.residency.stop()
         self.vision.stop()
         self.scheduler.stop()
         # Streams ended by the stop stored their caches: their blocks go to disk now.

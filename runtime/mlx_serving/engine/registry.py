@@ -43,11 +43,12 @@ class ModelRegistry:
             self._retire(previous, f"model '{loaded.model_id}' was replaced")
         return previous
 
-    def remove(self, model_id: str) -> LoadedModel | None:
+    def remove(self, model_id: str, reason: str | None = None) -> LoadedModel | None:
+        """`reason`: what the model's streams are told (default: it was unloaded)."""
         with self._lock:
             previous = self._models.pop(model_id, None)
         if previous is not None:
-            self._retire(previous, f"model '{model_id}' was unloaded")
+            self._retire(previous, reason or f"model '{model_id}' was unloaded")
         return previous
 
     def _retire(self, model: LoadedModel, reason: str) -> None:

@@ -9,6 +9,7 @@ from .context import RuntimeContext
 from .download import download_methods
 from .embed import embed_methods, unadvertised_embed_methods
 from .generate import generate_methods
+from .model_loads import ModelLoads
 from .models import model_methods
 from .runtime import NOT_YET_SERVED, runtime_methods
 from .tokenize import tokenize_methods
@@ -17,13 +18,14 @@ from .vision import unadvertised_vision_methods, vision_methods
 
 def build_methods(context: RuntimeContext) -> dict[str, Method]:
     methods: dict[str, Method] = {}
+    loads = ModelLoads(context)  # one load path for text and vision models
     groups = (
         runtime_methods,
-        model_methods,
+        lambda context: model_methods(context, loads),
         download_methods,
         tokenize_methods,
         generate_methods,
-        vision_methods,
+        lambda context: vision_methods(context, loads),
         embed_methods,
     )
     for group in groups:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from ..dispatch import Method
 from ..protocol.methods import (
     BatchCheckDraftParams,
@@ -15,59 +13,20 @@ from ..protocol.methods import (
     Success,
     UnloadModelParams,
 )
-from ..protocol.notifications import LoadStage, ModelLoadedEvent, RuntimeProgress
 from .batch import run_each
 from .context import RuntimeContext
-from .load_policy import LoadPolicy
+from .model_loads import ModelLoads
 
 
-def model_methods(context: RuntimeContext) -> dict[str, Method]:
+def model_methods(context: RuntimeContext, loads: ModelLoads) -> dict[str, Method]:
     engine = context.engine
-    policy = LoadPolicy(context.settings)
-    telemetry = context.telemetry
 
     def load_model(params: LoadModelParams) -> LoadModelResult:
-        def report(stage: LoadStage, done: int, total: int) -> None:
-            progress = RuntimeProgress(
-                task="load",
-                model_id=params.model_id,
-                done=done,
-                total=total,
-                unit="stages",
-                stage=stage,
-            )
-            context.notify([("runtime.progress", progress)])
-
-        with policy.admit(params, (m.model_id for m in engine.models)) as admitted:
-            replacing = _is_loaded(params.model_id)
-            started = time.perf_counter()
-            result = engine.load(admitted, on_stage=report)
-        if replacing:
-            telemetry.model_unloaded(params.model_id, "replaced")
-        telemetry.model_loaded(
-            ModelLoadedEvent(
-                timestamp=time.time(),
-                model_id=result.model_id,
-                load_time=time.perf_counter() - started,
-                context_length=result.context_length,
-                parameter_count=result.parameter_count,
-                dtype=result.dtype,
-                draft=result.draft,
-            )
-        )
-        return result
+        return loads.load(params, "text")
 
     def unload_model(params: UnloadModelParams) -> Success:
-        # Checked before, so that unloading an absent model (idempotent) is no event; two
-        # concurrent unloads of one model may both report it.
-        was_loaded = _is_loaded(params.model_id)
-        engine.unload(params.model_id)
-        if was_loaded:
-            telemetry.model_unloaded(params.model_id, "unloaded")
+        loads.unload(params.model_id)
         return Success()
-
-    def _is_loaded(model_id: str) -> bool:
-        return any(m.model_id == model_id for m in engine.models)
 
     def check_draft(params: CheckDraftParams) -> CheckDraftResult:
         return engine.check_draft(params.primary_id, params.draft_id)

@@ -19,8 +19,8 @@ from ..protocol.methods import (
     METHODS,
     Empty,
     Limits,
-    LoadedModelState,
     MemoryInfo,
+    MemoryState,
     PromptCacheInfo,
     RuntimeInfo,
     RuntimeState,
@@ -87,6 +87,37 @@ def _prompt_cache_info(context: RuntimeContext) -> PromptCacheInfo:
     )
 
 
+def _budget_gauges(memory: MemoryState) -> list[GaugeFamily]:
+    """The memory budget and what holds it (docs/MEMORY.md)."""
+    return [
+        gauge(
+            "mlx_serving_memory_budget_bytes",
+            "Bytes resident models and stream KV caches may hold (models.memory_budget_bytes).",
+            memory.budget_bytes,
+        ),
+        gauge(
+            "mlx_serving_memory_used_bytes",
+            "Bytes of the budget held: weights, prompt cache shares, KV reserved, loads.",
+            memory.used_bytes,
+        ),
+        gauge(
+            "mlx_serving_memory_weights_bytes",
+            "Bytes of the budget held by resident models (weights and prompt cache share).",
+            memory.weights_bytes,
+        ),
+        gauge(
+            "mlx_serving_kv_reserved_bytes",
+            "Bytes of KV cache reserved by admitted streams (prompt + max_tokens each).",
+            memory.kv_reserved_bytes,
+        ),
+        gauge(
+            "mlx_serving_streams_waiting_for_memory",
+            "Streams waiting for room in the memory budget before they are acknowledged.",
+            memory.streams_waiting,
+        ),
+    ]
+
+
 def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
     """What the engine holds right now; the telemetry adds its own gauges."""
     import mlx.core as mx
@@ -105,6 +136,7 @@ def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
             engine.scheduler.active_count,
         ),
         gauge("mlx_serving_loaded_models", "Models resident in the runtime.", len(engine.models)),
+        *_budget_gauges(engine.residency.memory()),
         gauge("mlx_serving_resident_memory_bytes", "Resident set size of the process.", memory.rss),
         gauge(
             "mlx_serving_virtual_memory_bytes", "Virtual memory size of the process.", memory.vms
@@ -203,16 +235,10 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
 
     def state(_: Empty) -> RuntimeState:
         return RuntimeState(
-            loaded_models=[
-                LoadedModelState(
-                    model_id=m.model_id,
-                    state="ready",
-                    type="vision" if isinstance(m, LoadedVisionModel) else "text",
-                )
-                for m in context.engine.models
-            ],
+            loaded_models=context.engine.residency.states(),
             active_streams=context.engine.scheduler.active_count,
             restart_count=context.restart_count,
+            memory=context.engine.residency.memory(),
             distributed=context.engine.distributed_status(),
         )
 

@@ -10,7 +10,7 @@ from ..engine.vision import vision_installed
 from ..protocol.errors import NotAvailable
 from ..protocol.methods import LoadModelParams, LoadVisionModelResult
 from .context import RuntimeContext
-from .load_policy import LoadPolicy
+from .model_loads import ModelLoads
 
 VISION_METHODS = ("load_vision_model", "generate_with_image")
 
@@ -19,19 +19,17 @@ def unadvertised_vision_methods() -> tuple[str, ...]:
     return () if vision_installed() else VISION_METHODS
 
 
-def vision_methods(context: RuntimeContext) -> dict[str, Method]:
-    engine = context.engine
-    policy = LoadPolicy(context.settings)
-
+def vision_methods(context: RuntimeContext, loads: ModelLoads) -> dict[str, Method]:
     def load_vision_model(params: LoadModelParams) -> LoadVisionModelResult:
-        with policy.admit(params, (m.model_id for m in engine.models)) as admitted:
-            try:
-                return engine.vision.load(admitted)
-            except NotAvailable:
-                # Installed but not importable: stop advertising what cannot be served.
-                context.capabilities[:] = [
-                    name for name in context.capabilities if name not in VISION_METHODS
-                ]
-                raise
+        try:
+            result = loads.load(params, "vision")
+        except NotAvailable:
+            # Installed but not importable: stop advertising what cannot be served.
+            context.capabilities[:] = [
+                name for name in context.capabilities if name not in VISION_METHODS
+            ]
+            raise
+        assert isinstance(result, LoadVisionModelResult)
+        return result
 
     return {"load_vision_model": Method(LoadModelParams, load_vision_model)}

@@ -138,6 +138,11 @@ class Telemetry:
             "mlx_serving_prefill_tokens_total",
             "Prompt tokens prefilled by batch steps (over engine steps: tokens per step).",
         )
+        self.evictions = Counter(
+            "mlx_serving_model_evictions_total",
+            "Models evicted under the memory budget, by reason (evicted for room, expired).",
+            ("reason",),
+        )
         self.step_duration = Histogram(
             "mlx_serving_engine_step_seconds",
             "One batch step: a token for every decoding stream plus a prefill chunk; the gap "
@@ -216,8 +221,20 @@ class Telemetry:
     def model_loaded(self, event: ModelLoadedEvent) -> None:
         self._publish(event)
 
-    def model_unloaded(self, model_id: str, reason: Literal["unloaded", "replaced"]) -> None:
-        self._publish(ModelUnloadedEvent(timestamp=time.time(), model_id=model_id, reason=reason))
+    def model_unloaded(
+        self,
+        model_id: str,
+        reason: Literal["unloaded", "replaced", "evicted", "expired"],
+        detail: str | None = None,
+        nbytes: int | None = None,
+    ) -> None:
+        if reason in ("evicted", "expired") and self.enabled:
+            self.evictions.inc(reason)
+        self._publish(
+            ModelUnloadedEvent(
+                timestamp=time.time(), model_id=model_id, reason=reason, detail=detail, bytes=nbytes
+            )
+        )
 
     def runtime_stopping(self, active_streams: int, loaded_models: int) -> None:
         self._publish(
@@ -270,6 +287,7 @@ class Telemetry:
                 m.draft_tokens_accepted.snapshot(),
                 self.engine_steps.snapshot(),
                 self.prefill_tokens.snapshot(),
+                self.evictions.snapshot(),
             ],
             gauges=engine_gauges + own_gauges,
             histograms=[

@@ -1,0 +1,49 @@
+"""Give memory that models and streams let go of back to the system."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from typing import Any
+
+# glibc's mallopt parameter M_MMAP_THRESHOLD: blocks at least this large get pages of their
+# own, unmapped when freed.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def release_freed_memory() -> None:
+    """MLX's buffer cache first, then the C allocator's free lists: without a trim, weights
+    freed from glibc's heaps stay resident (measured on Linux: a 55 MB model evicted the
+    second time left the resident size 58 MB higher until trimmed)."""
+    import mlx.core as mx
+
+    mx.clear_cache()
+    trim = _libc_function("malloc_trim", (ctypes.c_size_t,))
+    if trim is not None:
+        trim(0)
+
+
+def map_large_blocks_alone() -> None:
+    """Have glibc give every block of 256 KiB or more (MLX's arrays beyond its own buffer
+    cache) pages of its own, returned when freed. By default its threshold grows to the
+    size of the blocks freed, after which they come from heaps that fragment and rarely
+    shrink: 64 streams under a 63 MB budget peaked 15-20 MB higher in resident size."""
+    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+@functools.cache
+def _libc_function(name: str, argtypes: tuple[Any, ...]) -> Any:
+    """A glibc function; None elsewhere (macOS, musl), where freed pages go back as is."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    except OSError:
+        return None
+    function = getattr(libc, name, None)
+    if function is not None:
+        function.argtypes = list(argtypes)
+        function.restype = ctypes.c_int
+    return function
