@@ -141,9 +141,14 @@ export interface GenerationResult {
 
 export interface EngineEvents {
   modelLoaded: [model: LoadModelResult];
-  /** `reason`: `unloaded` (unloadModel) or `runtime-exited` (the runtime died and the model
-   * is not reloaded). */
-  modelUnloaded: [event: { model_id: string; reason: 'unloaded' | 'runtime-exited' }];
+  /** `reason`: `unloaded` (unloadModel), `runtime-exited` (the runtime died and the model
+   * is not reloaded), or the runtime's memory budget: `evicted` (another load or a stream
+   * needed the room) and `expired` (unused for its keep_alive_s). An evicted or expired
+   * model stays known: the runtime loads it again when a request names it (`detail` says
+   * why it went, `runtimeState()` lists it with `resident: false`). */
+  modelUnloaded: [
+    event: { model_id: string; reason: 'unloaded' | 'runtime-exited' | 'evicted' | 'expired'; detail?: string | null },
+  ];
   generationStarted: [event: { streamId: string; modelId: string }];
   generationCompleted: [event: { streamId: string; modelId: string; finishReason: FinishReason; stats: StreamStats }];
   generationFailed: [event: { streamId: string; modelId: string; error: unknown }];
@@ -511,9 +516,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       case 'runtime.progress':
         this.emit('progress', params as RuntimeProgress);
         return;
-      case 'runtime.event':
-        this.emit('runtimeEvent', params as RuntimeEvent);
+      case 'runtime.event': {
+        const event = params as RuntimeEvent;
+        if (event.event === 'model_unloaded' && (event.reason === 'evicted' || event.reason === 'expired')) {
+          this.emit('modelUnloaded', { model_id: event.model_id, reason: event.reason, detail: event.detail ?? null });
+        }
+        this.emit('runtimeEvent', event);
         return;
+      }
       default:
         this.logger.debug(`unhandled notification ${method}`);
     }

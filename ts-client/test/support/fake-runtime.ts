@@ -158,7 +158,12 @@ lines.on('line', (line) => {
       if (mode === 'crash-after-ready') setTimeout(() => process.exit(1), 50);
       return;
     case 'runtime/state':
-      result(frame.id, { loaded_models: [], active_streams: open.size, restart_count: 0 });
+      result(frame.id, {
+        loaded_models: [],
+        active_streams: open.size,
+        restart_count: 0,
+        memory: { budget_bytes: 1 << 30, used_bytes: 0, weights_bytes: 0, kv_reserved_bytes: 0, loading_bytes: 0, streams_waiting: 0 },
+      });
       return;
     case 'tokenize':
       tokenize(frame.id, params);
