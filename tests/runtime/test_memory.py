@@ -218,4 +218,5 @@ def test_a_model_unused_past_keep_alive_is_evicted_and_rss_falls(kv_model_dir: P
         assert event["reason"] == "expired" and event["model_id"] == "m"
         assert not _models(client)["m"]["resident"]
         # Expired is not forgotten: the next request loads it again.
-        assert client.generate({"model_id": "m", "prompt": "again", "max_tokens": 2})["tokens"]
+        assert "text" in client.call("detokenize", {"model_id": "m", "tokens": [5, 6]})
+        assert _models(client)["m"]["resident"]

@@ -25,7 +25,7 @@ def tokenize_methods(context: RuntimeContext) -> dict[str, Method]:
         return engine.tokenize(params.model_id, params.text, params.add_special_tokens)
 
     def detokenize(params: DetokenizeParams) -> DetokenizeResult:
-        tokenizer = engine.models.get(params.model_id).tokenizer
+        tokenizer = engine.residency.require(params.model_id).tokenizer
         require_decodable(tokenizer, params.tokens, max_line)
         return engine.detokenize(params.model_id, params.tokens, params.skip_special_tokens)
 
