@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from mlx_lm.models.cache import ArraysCache, CacheList, KVCache, RotatingKVCache
 from mlx_serving.engine.kv_disk import block_file, store
 from mlx_serving.engine.kv_disk.block_file import BadBlock, read_block, read_metadata, write_block
 from mlx_serving.engine.kv_disk.blocks import DiskBlocks
-from mlx_serving.engine.kv_disk.identity import FORMAT_VERSION, refusal
+from mlx_serving.engine.kv_disk.identity import FORMAT_VERSION, block_name, refusal
 from mlx_serving.engine.kv_disk.store import BlockStore
 
 KEY = "ab" * 32
@@ -72,9 +73,30 @@ def test_a_block_of_another_model_or_version_is_refused(tmp_path: Path) -> None:
 # -- the folder ----------------------------------------------------------------------------------
 
 
-def write(into: BlockStore, name: str) -> None:
-    into.submit([store.BlockWrite(name, KEY, 1024, metadata(name), tensors)])
+def block(first: int) -> store.BlockWrite:
+    """A first block of 16 tokens starting at `first`, named as a chain names it."""
+    token_ids = np.arange(first, first + 16, dtype="<u4").tobytes()
+    name = block_name(KEY, "", token_ids)
+    return store.BlockWrite(
+        block=name,
+        model=KEY,
+        parent="",
+        token_ids=token_ids,
+        nbytes=1024,
+        metadata={
+            **metadata(name),
+            "parent": "",
+            "token_ids": base64.b64encode(token_ids).decode(),
+        },
+        tensors=tensors,
+    )
+
+
+def write(into: BlockStore, first: int) -> str:
+    written = block(first)
+    assert into.submit([written]) == 1
     assert into.drain(10)
+    return written.block
 
 
 def test_two_stores_on_one_folder_share_blocks_and_survive_each_others_eviction(
@@ -85,8 +107,7 @@ def test_two_stores_on_one_folder_share_blocks_and_survive_each_others_eviction(
     first = BlockStore(tmp_path, 1 << 20, 1 << 20)
     second = BlockStore(tmp_path, 1 << 20, 1 << 20)
     assert second.drain(10)  # its start-up index is built, without the block
-    name = "1" * 64
-    write(first, name)
+    name = write(first, 0)
     assert not second.known(name) and second.present(name)
     assert second.read(name, metadata(name)) is not None
     first.path_of(name).unlink()  # evicted by the first
@@ -96,35 +117,32 @@ def test_two_stores_on_one_folder_share_blocks_and_survive_each_others_eviction(
 
 
 def test_the_start_up_index_drops_bad_files_and_leaves_others_alone(tmp_path: Path) -> None:
-    good, old = "2" * 64, "3" * 64
-    for name in (good, old):
-        (tmp_path / name[:2]).mkdir()
-    write_block(tmp_path / "22" / f"{good}.safetensors", tensors(), metadata(good))
-    write_block(
-        tmp_path / "33" / f"{old}.safetensors", tensors(), {**metadata(old), "version": "0"}
-    )
-    (tmp_path / "22" / f"{'4' * 64}.safetensors").write_bytes(b"\x08")
-    unrelated = tmp_path / "22" / "notes.txt"
+    writer = BlockStore(tmp_path, 1 << 20, 1 << 20)
+    good, old, renamed = (write(writer, first) for first in (0, 100, 200))
+    writer.close(1)
+    rewrite = block(100)
+    write_block(writer.path_of(old), tensors(), {**rewrite.metadata, "version": "0"})
+    for name in ("4" * 64, "5" * 64):
+        writer.path_of(name).parent.mkdir()
+    writer.path_of(renamed).rename(writer.path_of("5" * 64))  # not the name its tokens give
+    writer.path_of("4" * 64).write_bytes(b"\x08")  # cut
+    unrelated = tmp_path / good[:2] / "notes.txt"
     unrelated.write_text("not ours")
     opened = BlockStore(tmp_path, 1 << 20, 1 << 20)
     assert opened.drain(10)
     assert opened.usage()[1] == 1 and opened.known(good)
-    assert sorted(p.name for p in tmp_path.glob("*/*")) == sorted(
-        [f"{good}.safetensors", "notes.txt"]
-    )
+    left = sorted(p.name for p in tmp_path.glob("*/*"))
+    assert left == sorted([f"{good}.safetensors", "notes.txt"])
     opened.close(1)
 
 
 def test_the_folder_keeps_to_its_budget_least_recently_used_first(tmp_path: Path) -> None:
-    size = write_block(tmp_path / "measure", tensors(), metadata())
+    size = write_block(tmp_path / "measure", tensors(), block(0).metadata)
     (tmp_path / "measure").unlink()
     bounded = BlockStore(tmp_path, 3 * size, 1 << 20)
-    names = [str(i) * 64 for i in range(5, 10)]
-    for name in names[:3]:
-        write(bounded, name)
+    names = [write(bounded, first) for first in (0, 100, 200)]
     assert bounded.read(names[0], metadata(names[0])) is not None  # used again: kept
-    for name in names[3:]:
-        write(bounded, name)
+    names += [write(bounded, first) for first in (300, 400)]
     assert bounded.usage() == (3 * size, 3)
     assert {n for n in names if bounded.path_of(n).exists()} == {names[0], names[3], names[4]}
     bounded.close(1)
@@ -141,9 +159,8 @@ def test_writes_never_wait_for_the_disk(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(store, "write_block", stuck)
     bounded = BlockStore(tmp_path, 1 << 20, 2048)
-    assert bounded.submit([store.BlockWrite("a" * 64, KEY, 1024, metadata("a" * 64), tensors)])
-    assert bounded.submit([store.BlockWrite("b" * 64, KEY, 1024, metadata("b" * 64), tensors)])
-    assert not bounded.submit([store.BlockWrite("c" * 64, KEY, 1024, metadata("c" * 64), tensors)])
+    assert bounded.submit([block(0)]) and bounded.submit([block(100)])
+    assert not bounded.submit([block(200)])
     assert bounded.dropped == 1
     release.set()
     assert bounded.drain(10) and bounded.usage()[1] == 2
@@ -179,11 +196,12 @@ def test_a_cache_restored_from_blocks_holds_exactly_the_stored_rows(
     restored = blocks.restore(tokens[:40] + [7, 7, 7], better_than=0)
     assert restored is not None
     layers, count = restored
-    assert count == 32  # whole blocks, and at least one token left to feed
+    # Two whole blocks, then the rows of the third that the prompt shares.
+    assert count == 40
     for mine, stored in zip(layers, cache, strict=True):
-        assert mine.offset == 32 and mine.keys.dtype == dtype
-        assert mx.array_equal(mine.keys, stored.keys[..., :32, :]).item()
-        assert mx.array_equal(mine.values, stored.values[..., :32, :]).item()
+        assert mine.offset == 40 and mine.keys.dtype == dtype
+        assert mx.array_equal(mine.keys, stored.keys[..., :40, :]).item()
+        assert mx.array_equal(mine.values, stored.values[..., :40, :]).item()
     assert blocks.restore(tokens, better_than=48) is None  # RAM holds more
     assert blocks.restore([1] + tokens[1:], better_than=0) is None  # another prefix
     blocks.store.close(1)
@@ -197,7 +215,27 @@ def test_a_block_saved_twice_is_written_once(tmp_path: Path) -> None:
     blocks.save(tokens, filled(40))
     blocks.save(tokens + [1, 2], filled(42))
     assert blocks.store.drain(10)
-    assert blocks.store.model_usage(KEY)[1] == 2
+    assert blocks.store.model_usage(KEY).blocks_written == 2
+    blocks.store.close(1)
+
+
+def test_a_tail_is_reused_in_part_and_dropped_once_the_sequence_goes_on(tmp_path: Path) -> None:
+    """A conversation's last, shorter block serves a prompt that leaves it midway; when a
+    longer turn writes the full block that starts with it, the tail goes."""
+    blocks = DiskBlocks(
+        BlockStore(tmp_path, 1 << 20, 1 << 20), KEY, lambda: [KVCache(), KVCache()], BLOCK, 4
+    )
+    tokens = list(range(500, 560))
+    cache = filled(len(tokens))
+    blocks.save(tokens[:40], cache)  # two blocks and a tail of 8
+    assert blocks.store.drain(10) and blocks.store.usage()[1] == 3
+    restored = blocks.restore(tokens[:37] + [1, 2], better_than=0)
+    assert restored is not None and restored[1] == 37
+    assert mx.array_equal(restored[0][1].keys, cache[1].keys[..., :37, :]).item()
+    blocks.save(tokens[:50], cache)  # the third block in full, a tail of 2 left unwritten
+    assert blocks.store.drain(10) and blocks.store.usage()[1] == 3
+    restored = blocks.restore(tokens[:47] + [1], better_than=0)
+    assert restored is not None and restored[1] == 47
     blocks.store.close(1)
 
 

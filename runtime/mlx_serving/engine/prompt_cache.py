@@ -3,7 +3,7 @@
 mlx-lm's `LRUPromptCache` (a token trie with LRU eviction and a byte bound, the one
 mlx_lm.server uses) is the RAM tier; this wraps it with the rule a batched insert needs (at
 least one prompt token left to feed) and hit counters for stats and metrics. The optional
-disk tier (`kv_disk.DiskBlocks`) gets every stored cache's full blocks, written once in
+disk tier (`kv_disk.DiskBlocks`) gets every stored cache's blocks, each written once, in
 the background; a lookup takes whichever tier holds the longer prefix, RAM first. So what
 RAM evicts and what a shutdown or a crash loses is still on disk, for this process and the
 next.
@@ -105,13 +105,15 @@ class PromptCache:
             }
         disk = self.disk
         if disk is not None:
-            disk_bytes, written = disk.store.model_usage(disk.model_key)
+            usage = disk.store.model_usage(disk.model_key)
             stats |= {
                 "disk_hits": disk.hits,
                 "disk_cached_tokens": disk.cached_tokens,
-                "disk_bytes": disk_bytes,
-                "disk_blocks_written": written,
+                "disk_bytes": usage.bytes,
+                "disk_blocks_written": usage.blocks_written,
                 "disk_restored_bytes": disk.restored_bytes,
                 "disk_restore_seconds": disk.restore_seconds,
+                "disk_save_seconds": disk.save_seconds,
+                "disk_write_cpu_seconds": usage.write_cpu_seconds,
             }
         return stats

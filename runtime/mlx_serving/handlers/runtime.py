@@ -201,6 +201,14 @@ def _disk_gauges(per_model: Callable[[str], list[tuple[str, float]]]) -> list[Ga
             ("disk_restore_seconds", "Time spent reading and rebuilding caches from disk."),
             ("disk_blocks_written", "KV blocks this process wrote to disk for the model."),
             ("disk_bytes", "Bytes of the model's KV blocks in the prompt cache folder."),
+            (
+                "disk_save_seconds",
+                "Engine thread time spent handing finished caches to the disk writer.",
+            ),
+            (
+                "disk_write_cpu_seconds",
+                "CPU time the disk writer thread spent on the model's blocks.",
+            ),
         )
     ]
 

@@ -67,6 +67,16 @@ def model_key(fingerprint: str, dtype: str, cache: list[Any], device: str) -> st
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def block_name(model: str, parent: str, token_ids: bytes) -> str:
+    """A block's name: SHA-256 of the model key, its parent's name (none for a chain's
+    first block) and its token ids (little-endian uint32), so it names the whole prefix
+    up to the block's end. A file's header repeats all three; the index checks them."""
+    digest = hashlib.sha256(bytes.fromhex(model))
+    digest.update(bytes.fromhex(parent) if parent else bytes(32))
+    digest.update(token_ids)
+    return digest.hexdigest()
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)

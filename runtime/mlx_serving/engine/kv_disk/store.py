@@ -16,18 +16,19 @@ hold more than `max_pending_bytes` of blocks waiting is dropped instead of waiti
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .block_file import TEMP_SUFFIX, BadBlock, Tensors, read_block, read_metadata, write_block
-from .identity import FORMAT_VERSION
+from .identity import FORMAT_VERSION, block_name
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,29 @@ class BlockWrite:
 
     block: str
     model: str
+    parent: str
+    token_ids: bytes  # little-endian uint32
     nbytes: int
     metadata: dict[str, str]
     tensors: Callable[[], Tensors]
+
+
+@dataclass(frozen=True)
+class ModelUsage:
+    """One model's blocks: bytes on disk (any process's), and what this process wrote
+    and the CPU time its writer thread spent on them (copying, checksumming, writing)."""
+
+    bytes: int
+    blocks_written: int
+    write_cpu_seconds: float
 
 
 @dataclass
 class _Entry:
     size: int
     model: str
+    parent: str
+    token_ids: bytes
     last_access: float
 
 
@@ -64,6 +79,7 @@ class BlockStore:
         # writer thread writes and evicts, metrics read from request threads.
         self._lock = threading.Lock()
         self._index: dict[str, _Entry] = {}
+        self._children: dict[tuple[str, str], set[str]] = {}  # (model, parent) -> blocks
         self._bytes = 0
         self._pending: set[str] = set()
         self._pending_bytes = 0
@@ -72,8 +88,9 @@ class BlockStore:
         self._closed = False
         self._wake = threading.Condition(self._lock)
         self._reported: set[str] = set()  # bad files already logged
-        self.written: Counter[str] = Counter()  # blocks written, by model key
-        self.model_bytes: Counter[str] = Counter()  # bytes indexed, by model key
+        self._written: Counter[str] = Counter()  # blocks written, by model key
+        self._write_cpu: dict[str, float] = defaultdict(float)  # the writer's CPU seconds
+        self._model_bytes: Counter[str] = Counter()  # bytes indexed, by model key
         self.dropped = 0  # blocks not written: the queue was full
         self._write_failed = False  # logged already (writer thread only)
         self._last_scan = 0.0
@@ -98,6 +115,13 @@ class BlockStore:
                 return True
         return self.path_of(block).is_file()
 
+    def children(self, model: str, parent: str) -> list[tuple[str, bytes]]:
+        """The indexed blocks that follow `parent` ("": a chain's first), with their
+        token ids: a prompt that leaves a chain mid-block reuses the rows it shares."""
+        with self._lock:
+            names = self._children.get((model, parent), set())
+            return [(name, self._index[name].token_ids) for name in names]
+
     def read(self, block: str, expected: dict[str, str]) -> Tensors | None:
         """A block's tensors, or None when it is gone or bad (then it is deleted)."""
         path = self.path_of(block)
@@ -106,7 +130,9 @@ class BlockStore:
         except FileNotFoundError:
             self._forget(block)
             return None
-        except (BadBlock, OSError, ValueError) as exc:
+        except OSError:
+            return None  # unreadable now (permissions, I/O): a miss, the file is left
+        except (BadBlock, ValueError) as exc:
             self.discard(path, str(exc))
             return None
         now = time.time()
@@ -158,10 +184,11 @@ class BlockStore:
         with self._lock:
             return self._bytes, len(self._index)
 
-    def model_usage(self, model: str) -> tuple[int, int]:
-        """(bytes on disk, blocks written by this process) of one model."""
+    def model_usage(self, model: str) -> ModelUsage:
         with self._lock:
-            return self.model_bytes[model], self.written[model]
+            return ModelUsage(
+                self._model_bytes[model], self._written[model], self._write_cpu[model]
+            )
 
     def drain(self, timeout: float) -> bool:
         """Wait until every queued write is done; False when `timeout` ran out first."""
@@ -226,6 +253,7 @@ class BlockStore:
         try:
             stat = path.stat()  # another process wrote it meanwhile
         except FileNotFoundError:
+            started = time.thread_time()
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 size = write_block(path, write.tensors(), write.metadata)
@@ -235,11 +263,24 @@ class BlockStore:
                 self._write_failed = True
                 return
             with self._lock:
-                self.written[write.model] += 1
+                self._written[write.model] += 1
+                self._write_cpu[write.model] += time.thread_time() - started
         else:
             size = stat.st_size
+        entry = _Entry(size, write.model, write.parent, write.token_ids, time.time())
         with self._lock:
-            self._add_entry(write.block, _Entry(size, write.model, time.time()))
+            self._add_entry(write.block, entry)
+            superseded = [
+                name
+                for name in self._children.get((write.model, write.parent), set())
+                if name != write.block and write.token_ids.startswith(self._index[name].token_ids)
+            ]
+            for name in superseded:
+                self._drop_entry(name)
+        # A shorter block under the same parent whose tokens this one starts with holds
+        # nothing this one does not (the tail of a conversation that went on).
+        for name in superseded:
+            self.path_of(name).unlink(missing_ok=True)
 
     def _evict(self) -> None:
         """Delete the least recently used blocks until the directory fits the budget."""
@@ -301,7 +342,7 @@ class BlockStore:
         with self._lock:
             known = self._index.get(block)
         if known is not None:
-            return _Entry(known.size, known.model, stat.st_mtime)
+            return _Entry(known.size, known.model, known.parent, known.token_ids, stat.st_mtime)
         try:
             metadata = read_metadata(path)
         except BadBlock as exc:
@@ -312,10 +353,16 @@ class BlockStore:
         if metadata.get("version") != str(FORMAT_VERSION):
             self.discard(path, f"format version {metadata.get('version')!r}")
             return None
-        if metadata.get("block") != block:
-            self.discard(path, "its header names another block")
+        model, parent = metadata.get("model", ""), metadata.get("parent", "")
+        try:
+            token_ids = base64.b64decode(metadata.get("token_ids", ""), validate=True)
+            named = block_name(model, parent, token_ids)
+        except ValueError:
+            named = ""
+        if named != block or str(len(token_ids) // 4) != metadata.get("tokens"):
+            self.discard(path, "its header does not match its name")
             return None
-        return _Entry(stat.st_size, metadata.get("model", ""), stat.st_mtime)
+        return _Entry(stat.st_size, model, parent, token_ids, stat.st_mtime)
 
     # -- the index (callers hold _lock) ----------------------------------------------------------
 
@@ -323,13 +370,19 @@ class BlockStore:
         self._drop_entry(block)
         self._index[block] = entry
         self._bytes += entry.size
-        self.model_bytes[entry.model] += entry.size
+        self._model_bytes[entry.model] += entry.size
+        self._children.setdefault((entry.model, entry.parent), set()).add(block)
 
     def _drop_entry(self, block: str) -> None:
         entry = self._index.pop(block, None)
         if entry is not None:
             self._bytes -= entry.size
-            self.model_bytes[entry.model] -= entry.size
+            self._model_bytes[entry.model] -= entry.size
+            siblings = self._children.get((entry.model, entry.parent))
+            if siblings is not None:
+                siblings.discard(block)
+                if not siblings:
+                    del self._children[(entry.model, entry.parent)]
 
     def _forget(self, block: str) -> None:
         with self._lock:
