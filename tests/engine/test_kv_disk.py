@@ -16,6 +16,7 @@ from mlx_serving.engine.kv_disk.block_file import BadBlock, read_block, read_met
 from mlx_serving.engine.kv_disk.blocks import DiskBlocks
 from mlx_serving.engine.kv_disk.identity import FORMAT_VERSION, block_name, refusal
 from mlx_serving.engine.kv_disk.store import BlockStore
+from mlx_serving.engine.prompt_cache import PromptCache
 
 KEY = "ab" * 32
 BLOCK = 16
@@ -251,3 +252,21 @@ def test_metadata_of_a_file_is_read_from_its_header(tmp_path: Path) -> None:
     path = tmp_path / "b.safetensors"
     write_block(path, tensors(), metadata())
     assert read_metadata(path)["model"] == KEY
+
+
+def test_a_failing_disk_tier_is_a_miss_logged_once_never_a_failed_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Broken:
+        def restore(self, *_: object) -> None:
+            raise OSError("the disk went away")
+
+        def save(self, *_: object) -> None:
+            raise RuntimeError("a bug")
+
+    cache = PromptCache(1 << 20, 4, disk=Broken())  # type: ignore[arg-type]
+    tokens = list(range(10))
+    cache.store(tokens, filled(10))
+    for _ in range(2):
+        assert cache.fetch(tokens + [5]).cached_tokens == 10  # the RAM tier still serves
+    assert caplog.text.count("the disk tier failed") == 1

@@ -11,14 +11,20 @@ next.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import mlx.core as mx
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 from .kv_disk import DiskBlocks
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # LRUPromptCache can hold several models; ours holds one.
 _MODEL_KEY = "model"
@@ -45,6 +51,7 @@ class PromptCache:
         self.cached_tokens_total = 0
         # Inserts come from the engine thread; runtime/state and metrics read from others.
         self._lock = threading.Lock()
+        self._disk_failed = False  # logged already (engine thread only)
 
     def fetch(self, tokens: list[int]) -> CacheLookup:
         if not self.enabled:
@@ -59,11 +66,10 @@ class PromptCache:
             else:
                 cache, remaining = None, list(tokens)
         cached = len(tokens) - len(remaining) if cache is not None else 0
-        if self.disk is not None:
-            restored = self.disk.restore(tokens, better_than=cached)
-            if restored is not None:
-                cache, cached = restored
-                remaining = tokens[cached:]
+        restored = self._disk_work(self.disk.restore, tokens, cached) if self.disk else None
+        if restored is not None:
+            cache, cached = restored
+            remaining = tokens[cached:]
         with self._lock:
             if cached:
                 self.hits += 1
@@ -82,7 +88,18 @@ class PromptCache:
         with self._lock:
             self._lru.insert_cache(_MODEL_KEY, list(tokens), cache)
         if self.disk is not None:
-            self.disk.save(tokens, cache)
+            self._disk_work(self.disk.save, tokens, cache)
+
+    def _disk_work(self, work: Callable[..., T], *args: Any) -> T | None:
+        """The disk tier only ever saves work: a failure of its own is a miss, logged
+        once, never a failed stream."""
+        try:
+            return work(*args)
+        except Exception:
+            if not self._disk_failed:
+                log.exception("prompt cache: the disk tier failed; going on without it")
+            self._disk_failed = True
+            return None
 
     @property
     def nbytes(self) -> int:
