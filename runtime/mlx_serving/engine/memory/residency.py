@@ -138,6 +138,10 @@ class Residency:
         known = KnownModel(params, kind, weights, keep_alive_s=keep_alive)
         known.touch()
         with self._lock:
+            previous = self._known.get(params.model_id)
+            if previous is not None:
+                # Requests being prepared on the model it replaces still count as its use.
+                known.in_use = previous.in_use
             self._known[params.model_id] = known
             self._ledger.set_model(params.model_id, self._cost(kind, weights))
             # Heavier than its headers said: idle models make up the difference.
