@@ -10,9 +10,14 @@ import msgspec
 import pytest
 from mlx_lm.utils import load_tokenizer
 
+from mlx_serving.engine.detokenize import TextAssembler
 from mlx_serving.engine.guidance import GuidanceCompiler, StreamGuidance
 from mlx_serving.engine.loader import LoadedModel
+from mlx_serving.engine.stream import StreamRequest
+from mlx_serving.engine.stream_output import ActiveStream
+from mlx_serving.protocol.errors import InvalidParams
 from mlx_serving.protocol.methods import Guidance
+from mlx_serving.protocol.notifications import StreamFailed
 
 EOS = 2  # <|im_end|> in the test tokenizer
 
@@ -111,3 +116,45 @@ def test_json_uses_fixed_separators_unless_the_schema_says_otherwise(
     assert accepts(
         compile_guidance(loaded, {"mode": "json_schema", "schema": flexible}), '{ "a" :  1 }'
     )
+
+
+def test_a_grammar_the_matcher_cannot_hold_is_refused_up_front(loaded: LoadedModel) -> None:
+    # It compiles; only some tokens in would the matcher give up. A short walk shows it.
+    with pytest.raises(InvalidParams) as raised:
+        compile_guidance(loaded, {"mode": "regex", "pattern": "([a-z]{1,50}){1,50}x"})
+    assert raised.value.field == "guidance.pattern"
+    assert "too many expressions constructed" in raised.value.message
+
+
+def test_a_matcher_that_gives_up_mid_stream_fails_the_stream(loaded: LoadedModel) -> None:
+    # 300 letters first: beyond the walk's reach, so the matcher gives up only mid-stream.
+    guidance = compile_guidance(
+        loaded, {"mode": "regex", "pattern": "[a-z]{300}([a-z]{1,50}){1,50}x"}
+    )
+    history = [0]
+    for _ in range(400):
+        permitted = allowed(guidance, history[-1:])
+        if guidance.mask.failed:
+            break
+        history.append(max(permitted - {EOS}, key=lambda t: len(loaded.tokenizer.decode([t]))))
+    assert permitted == {EOS}  # the matcher forces the end...
+    assert guidance.failure is not None and "too many expressions" in guidance.failure
+    request = StreamRequest(
+        stream_id="s",
+        model=loaded,
+        prompt_tokens=[0],
+        max_tokens=1000,
+        sampler=lambda x: x,
+        logits_processors=[guidance.mask],
+        stop_sequences=[],
+        stop_token_ids=frozenset(),
+        guidance=guidance,
+    )
+    stream = ActiveStream(
+        request=request, assembler=TextAssembler(loaded.tokenizer.detokenizer, [])
+    )
+    out: list[tuple[str, msgspec.Struct]] = []
+    stream.finish(out, reason="stop")  # ...which the batch reports as a stop token
+    event = out[-1][1]
+    assert isinstance(event, StreamFailed), event
+    assert event.error == guidance.failure

@@ -333,6 +333,21 @@ def test_logprobs_stay_finite_under_a_mask(runtime: RuntimeClient) -> None:
         ({"mode": "grammar", "grammar": "start: missing_rule"}, "guidance.grammar", "missing"),
         ({"mode": "grammar", "grammar": 'start: "a" ('}, "guidance.grammar", "invalid grammar"),
         ({"mode": "xml", "schema": {}}, "guidance.mode", "xml"),
+        # Compiles, but the matcher gives up some tokens in: found by a short walk.
+        ({"mode": "regex", "pattern": "([a-z]{1,50}){1,50}x"}, "guidance.pattern", "hold"),
+        (
+            {"mode": "grammar", "grammar": 'start: "id=" WORDS\nWORDS: /([a-z]{1,50}){1,50}x/'},
+            "guidance.grammar",
+            "too many expressions",
+        ),
+        (
+            {
+                "mode": "json_schema",
+                "schema": {"type": "string", "pattern": "^([a-z]{1,50}){1,50}x$"},
+            },
+            "guidance.schema",
+            "too many expressions",
+        ),
     ],
 )
 def test_invalid_guidance_is_rejected_up_front(
@@ -344,6 +359,19 @@ def test_invalid_guidance_is_rejected_up_front(
     assert error["code"] == -32602
     assert error["data"]["field"] == field, error
     assert reason in error["message"], error
+
+
+def test_a_matcher_that_gives_up_mid_stream_ends_the_stream_with_an_error(
+    runtime: RuntimeClient,
+) -> None:
+    # Past the short walk's reach (300 letters first), the matcher gives up as the
+    # refused regex above does: the runtime must not call the forced end a `stop`.
+    pattern = "[a-z]{300}([a-z]{1,50}){1,50}x"
+    result = generate(runtime, {"mode": "regex", "pattern": pattern}, max_tokens=1000)
+    event = result["event"]
+    assert event["event"] == "error", event
+    assert "too many expressions" in event["error"]
+    assert result["stats"]["guidance_valid"] is not True
 
 
 def test_guidance_with_a_draft_model_is_rejected(runtime: RuntimeClient) -> None:

@@ -21,10 +21,12 @@ import llguidance
 import llguidance.hf
 import mlx.core as mx
 import numpy as np
+import numpy.typing as npt
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
 from ..protocol.errors import GuidanceError, InvalidParams
 from ..protocol.methods import Guidance, JsonSchemaGuidance, RegexGuidance
+from .guidance_probe import PROBE_STEPS, token_lengths, walk_failure
 from .loader import LoadedModel
 
 if TYPE_CHECKING:
@@ -62,6 +64,13 @@ class StreamGuidance:
     def __post_init__(self) -> None:
         self.mask = TokenMask(self.matcher, self.tokenizer)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the stream cannot satisfy its constraint, once the matcher failed."""
+        if self.mask.error is None:
+            return None
+        return f"structured output failed: the guidance matcher gave up: {self.mask.error}"
+
     def validate(self, text: str) -> bool:
         """Whether the final text satisfies the request's schema, regex or grammar."""
         if self.schema_validator is not None:
@@ -90,7 +99,8 @@ class TokenMask:
     Each call first advances the matcher by the token the batch fed in (the one sampled at
     the previous step; the first call sees the prompt's last token and consumes nothing),
     then masks every token the grammar does not allow next. Once the grammar is complete
-    only EOS remains allowed, so the stream ends with finish_reason "stop".
+    only EOS remains allowed, so the stream ends with finish_reason "stop"; if the matcher
+    fails, only EOS remains allowed too, and `error` says the stream failed.
     """
 
     def __init__(self, matcher: llguidance.LLMatcher, tokenizer: llguidance.LLTokenizer) -> None:
@@ -98,7 +108,12 @@ class TokenMask:
         self._eos = list(tokenizer.eos_tokens)
         self._bitmask = allocate_token_bitmask(1, tokenizer.vocab_size)
         self._started = False
-        self.failed = False
+        # The matcher's error once it failed; the stream then ends with it (never `stop`).
+        self.error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
         matcher = self._matcher
@@ -124,11 +139,12 @@ class TokenMask:
         return masked
 
     def _force_eos(self, error: str) -> None:
-        # Sampling stays within the mask, so this needs a token the matcher refused (a bug
-        # or a tokenizer mismatch): end the stream rather than sample from nothing.
-        if not self.failed:
+        # The matcher gave up (a grammar it cannot hold, see guidance_probe.py) or was fed
+        # a token it refused (a tokenizer mismatch): end the stream rather than sample from
+        # nothing. Its text is then no match, so the stream ends with this error.
+        if self.error is None:
             log.warning("guidance matcher failed, ending the stream: %s", error[:500])
-        self.failed = True
+            self.error = _first_line(error)
         self._bitmask[:] = 0
         words = self._bitmask.view(np.uint32)
         for token in self._eos:
@@ -142,16 +158,21 @@ class GuidanceCompiler:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tokenizers: dict[str, tuple[LoadedModel, llguidance.LLTokenizer]] = {}
+        self._vocabularies: dict[str, tuple[LoadedModel, _Vocabulary]] = {}
 
     def compile(self, spec: Guidance, loaded: LoadedModel, vocab_size: int) -> StreamGuidance:
         """Raises InvalidParams naming the field and the reason when the schema, regex or
-        grammar is invalid or uses a feature llguidance does not implement."""
+        grammar is invalid, uses a feature llguidance does not implement, or is more than
+        its matcher can hold on a short walk (guidance_probe.py)."""
         grammar, field_name, validator = _grammar(spec)
-        tokenizer = self._tokenizer(loaded, vocab_size)
+        vocabulary = self._vocabulary(loaded, vocab_size)
+        tokenizer = vocabulary.tokenizer
         matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if matcher.is_error():
             raise InvalidParams(field_name, _reason(spec, matcher.get_error()))
+        failure = walk_failure(matcher, vocabulary.lengths, list(tokenizer.eos_tokens))
+        if failure is not None:
+            raise InvalidParams(field_name, _too_complex(spec, failure))
         return StreamGuidance(
             tokenizer=tokenizer,
             matcher=matcher,
@@ -165,22 +186,25 @@ class GuidanceCompiler:
         """A Lark grammar the runtime built (a forced tool call, chat/grammar.py). What can
         fail in it came from the request (a tool's parameters schema): `field_name` names
         that. The final text is checked by replaying it through the grammar."""
-        tokenizer = self._tokenizer(loaded, vocab_size)
+        vocabulary = self._vocabulary(loaded, vocab_size)
+        tokenizer = vocabulary.tokenizer
         matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
         if matcher.is_error():
-            # llguidance appends its parser state and the grammar: the first line says it.
-            error = matcher.get_error().strip().split("\n", 1)[0]
-            reason = f"cannot be compiled for constrained output: {error}"
-            raise InvalidParams(field_name, reason[:_MAX_REASON_CHARS])
+            reason = f"cannot be compiled for constrained output: {matcher.get_error()}"
+            raise InvalidParams(field_name, _first_line(reason))
+        failure = walk_failure(matcher, vocabulary.lengths, list(tokenizer.eos_tokens))
+        if failure is not None:
+            reason = f"more than the constrained-output matcher can hold: {failure}"
+            raise InvalidParams(field_name, _first_line(reason))
         return StreamGuidance(tokenizer=tokenizer, matcher=matcher, initial=matcher.deep_copy())
 
     def forget(self, model_id: str) -> None:
         with self._lock:
-            self._tokenizers.pop(model_id, None)
+            self._vocabularies.pop(model_id, None)
 
-    def _tokenizer(self, loaded: LoadedModel, vocab_size: int) -> llguidance.LLTokenizer:
+    def _vocabulary(self, loaded: LoadedModel, vocab_size: int) -> _Vocabulary:
         with self._lock:
-            cached = self._tokenizers.get(loaded.model_id)
+            cached = self._vocabularies.get(loaded.model_id)
             if cached is not None and cached[0] is loaded:
                 return cached[1]
             wrapper = loaded.tokenizer
@@ -199,8 +223,17 @@ class GuidanceCompiler:
                     f"structured output cannot use this model's tokenizer: {exc}",
                     model_id=loaded.model_id,
                 ) from exc
-            self._tokenizers[loaded.model_id] = (loaded, tokenizer)
-            return tokenizer
+            vocabulary = _Vocabulary(tokenizer, token_lengths(tokenizer))
+            self._vocabularies[loaded.model_id] = (loaded, vocabulary)
+            return vocabulary
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    """llguidance's view of one model's tokenizer, and the bytes each token stands for."""
+
+    tokenizer: llguidance.LLTokenizer
+    lengths: npt.NDArray[np.int64]
 
 
 def _grammar(spec: Guidance) -> tuple[str, str, Any]:
@@ -235,6 +268,19 @@ def _schema_validator(schema: dict[str, Any]) -> Any:
             f"guidance.schema{path}", f"invalid JSON Schema: {exc.message}"[:_MAX_REASON_CHARS]
         ) from exc
     return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def _too_complex(spec: Guidance, error: str) -> str:
+    what = {JsonSchemaGuidance: "JSON Schema", RegexGuidance: "regex"}.get(type(spec), "grammar")
+    return (
+        f"{what} is more than the constrained-output matcher can hold "
+        f"(it gave up within {PROBE_STEPS} tokens: {_first_line(error)})"
+    )
+
+
+def _first_line(error: str) -> str:
+    # llguidance appends its parser state and the grammar: long, and no help to a client.
+    return error.strip().split("\n", 1)[0][:_MAX_REASON_CHARS]
 
 
 def _reason(spec: Guidance, error: str) -> str:

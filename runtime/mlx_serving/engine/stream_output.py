@@ -80,6 +80,10 @@ class ActiveStream:
         failure: str | None = None,
     ) -> None:
         request = self.request
+        if failure is None and request.guidance is not None:
+            # A matcher that gave up forced EOS: the text does not satisfy the request's
+            # constraint, so the stream failed, whatever ended it.
+            failure = request.guidance.failure
         if failure is None and not self.assembler.stopped:
             self._emit(self.assembler.finish(), out)
             if self.assembler.stopped and reason != "cancelled":
