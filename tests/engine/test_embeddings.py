@@ -21,7 +21,7 @@ from mlx_serving.engine.embeddings import (
     text_backbone,
 )
 from mlx_serving.engine.loader import LoadedModel, load_model
-from mlx_serving.protocol.errors import ModelNotLoaded, NotAvailable
+from mlx_serving.protocol.errors import GenerationError, ModelNotLoaded, NotAvailable
 from mlx_serving.protocol.methods import EmbedParams, LoadModelParams
 from mlx_serving.testing import make_model
 
@@ -121,3 +121,36 @@ def test_a_distributed_runtime_refuses_embeddings_and_does_not_advertise_them() 
         methods["embed"].handler(EmbedParams(model_id="m", input="x"))
     with pytest.raises(NotAvailable, match="distributed"):
         methods["load_embedding_model"].handler(LoadModelParams(model_id="m"))
+
+
+class FailingScheduler(CountingScheduler):
+    def __init__(self, refusal: Exception | None = None) -> None:
+        super().__init__()
+        self.refusal = refusal
+
+    def run_between_steps(self, work: Callable[[], T], timeout: float | None = None) -> T:
+        if self.refusal is not None:
+            raise self.refusal
+        return super().run_between_steps(work, timeout)
+
+
+def test_a_failing_forward_pass_is_a_generation_error(
+    llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = load(llama_dir)
+
+    def out_of_memory(self: EmbeddingJob, budget: int) -> int:
+        raise RuntimeError("[metal::malloc] out of memory")
+
+    monkeypatch.setattr(EmbeddingJob, "run_piece", out_of_memory)
+    embedder = Embedder(FailingScheduler(), SchedulerConfig())  # type: ignore[arg-type]
+    with pytest.raises(GenerationError, match="embedding failed: RuntimeError"):
+        embedder.embed(loaded, [[1, 2, 3]], "mean")
+
+
+def test_a_stopping_runtime_refuses_with_a_runtime_error(llama_dir: Path) -> None:
+    loaded = load(llama_dir)
+    scheduler = FailingScheduler(RuntimeError("the runtime is shutting down"))
+    embedder = Embedder(scheduler, SchedulerConfig())  # type: ignore[arg-type]
+    with pytest.raises(NotAvailable, match="shutting down"):
+        embedder.embed(loaded, [[1, 2, 3]], "mean")

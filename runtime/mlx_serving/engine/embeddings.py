@@ -17,6 +17,7 @@ large the request.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,20 @@ import numpy as np
 from mlx_lm.models.cache import make_prompt_cache
 
 from ..config import SchedulerConfig
-from ..protocol.errors import InvalidParams, ModelNotLoaded
+from ..protocol.errors import (
+    GenerationError,
+    InvalidParams,
+    ModelNotLoaded,
+    NotAvailable,
+    RpcError,
+)
 from .encoders import LoadedEncoder
 from .loader import LoadedModel
 from .scheduler import Scheduler
 from .step_budget import StepBudget
 from .token_ids import vocab_size
+
+log = logging.getLogger(__name__)
 
 Pooling = Literal["mean", "last", "cls"]
 
@@ -258,7 +267,12 @@ class Embedder:
         """(texts, width) float32 vectors, not normalized, in the order of `token_lists`."""
         job = EmbeddingJob(loaded, text_backbone(loaded), token_lists, pooling)
         while not job.finished:
-            self._scheduler.run_between_steps(lambda: self._run_piece(job))
+            try:
+                self._scheduler.run_between_steps(lambda: self._run_piece(job))
+            except RpcError:
+                raise
+            except RuntimeError as exc:  # the piece's own errors are RpcErrors by now
+                raise NotAvailable(str(exc), model_id=loaded.model_id) from exc
         return job.result()
 
     def _run_piece(self, job: EmbeddingJob) -> None:
@@ -274,5 +288,13 @@ class Embedder:
                 fixed_tokens=settings.prefill_token_budget,
             )
         started = time.perf_counter()
-        tokens = job.run_piece(budget.tokens(decoding=self._scheduler.active_count > 0))
+        try:
+            tokens = job.run_piece(budget.tokens(decoding=self._scheduler.active_count > 0))
+        except RpcError:
+            raise
+        except Exception as exc:  # MLX's own (out of memory, say): the client's -32002
+            log.exception("embedding with %s failed", model.model_id)
+            raise GenerationError(
+                f"embedding failed: {type(exc).__name__}: {exc}", model_id=model.model_id
+            ) from exc
         budget.record_prefill(tokens, time.perf_counter() - started)
