@@ -35,7 +35,7 @@ const SOURCES: SchemaSource[] = [
     module: 'envelope.ts',
     rootName: 'EnvelopeSchemas',
     exportName: 'envelopeSchema',
-    extra: () => '',
+    extra: errorCodeTable,
   },
   {
     file: 'methods.json',
@@ -90,6 +90,21 @@ function methodTable(schema: SchemaDocument): string {
   ].join('\n');
 }
 
+function errorCodeTable(schema: SchemaDocument): string {
+  const codes = schema['error_codes'] as Record<string, string>;
+  const entries = Object.keys(codes)
+    .map(Number)
+    .sort((a, b) => a - b)
+    .map((code) => `  [${code}]: ${JSON.stringify(codes[String(code)])},`);
+  return [
+    '/** Name of every error code of the wire (the schema\'s `error_codes`). */',
+    'export const RPC_CODE_NAMES: Readonly<Record<number, string>> = {',
+    ...entries,
+    '};',
+    '',
+  ].join('\n');
+}
+
 function notificationTable(schema: SchemaDocument): string {
   const names = Object.keys(schema.properties).sort();
   return [
@@ -118,6 +133,7 @@ async function typesFor(source: SchemaSource): Promise<string> {
     additionalProperties: false,
   };
   delete root['methods'];
+  delete root['error_codes'];
   const body = await compile(root as JSONSchema, source.rootName, {
     bannerComment: banner(source.file),
     additionalProperties: false,

@@ -3,6 +3,7 @@
  * callers can branch on `err.code` or `instanceof` without parsing messages.
  */
 import type { ErrorObject, ValidationIssue } from './types/index.js';
+import { RPC_CODE_NAMES } from './types/index.js';
 
 export type { ValidationIssue };
 
@@ -58,22 +59,8 @@ export class InvalidParamsError extends RpcError {
   }
 }
 
-/** Names of the wire's error codes (PROTOCOL.md "Errors"). */
-export const RPC_CODE_NAMES: Readonly<Record<number, string>> = {
-  [-32700]: 'ParseError',
-  [-32600]: 'InvalidRequest',
-  [-32601]: 'MethodNotFound',
-  [-32602]: 'InvalidParams',
-  [-32603]: 'InternalError',
-  [-32001]: 'ModelLoadError',
-  [-32002]: 'GenerationError',
-  [-32003]: 'TokenizerError',
-  [-32004]: 'GuidanceError',
-  [-32005]: 'ModelNotLoaded',
-  [-32006]: 'Overloaded',
-  [-32007]: 'Cancelled',
-  [-32099]: 'RuntimeError',
-};
+/** Names of the wire's error codes (PROTOCOL.md "Errors"), generated from the runtime's. */
+export { RPC_CODE_NAMES };
 
 /** Builds the error for an `error` object the runtime answered. */
 export function rpcErrorFrom(error: ErrorObject): RpcError {

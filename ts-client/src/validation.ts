@@ -27,7 +27,7 @@ export class ProtocolValidator {
     // OpenAPI-style annotation on tagged unions; validation comes from the anyOf itself.
     this.ajv.addKeyword({ keyword: 'discriminator', schemaType: 'object' });
     this.ajv.addSchema(withoutKey(methodsSchema, 'methods'), 'methods.json');
-    this.ajv.addSchema(envelopeSchema, 'envelope.json');
+    this.ajv.addSchema(withoutKey(envelopeSchema, 'error_codes'), 'envelope.json');
     this.ajv.addSchema(widenFinishReasons(notificationsSchema), 'notifications.json');
   }
 

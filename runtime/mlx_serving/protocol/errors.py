@@ -26,6 +26,24 @@ OVERLOADED = -32006
 CANCELLED = -32007
 RUNTIME_ERROR = -32099
 
+# The name of each code, as clients show it (exported to protocol/schemas/envelope.json;
+# the TS client's RPC_CODE_NAMES is generated from it).
+ERROR_CODE_NAMES: dict[int, str] = {
+    PARSE_ERROR: "ParseError",
+    INVALID_REQUEST: "InvalidRequest",
+    METHOD_NOT_FOUND: "MethodNotFound",
+    INVALID_PARAMS: "InvalidParams",
+    INTERNAL_ERROR: "InternalError",
+    MODEL_LOAD_ERROR: "ModelLoadError",
+    GENERATION_ERROR: "GenerationError",
+    TOKENIZER_ERROR: "TokenizerError",
+    GUIDANCE_ERROR: "GuidanceError",
+    MODEL_NOT_LOADED: "ModelNotLoaded",
+    OVERLOADED: "Overloaded",
+    CANCELLED: "Cancelled",
+    RUNTIME_ERROR: "RuntimeError",
+}
+
 
 class ValidationIssue(msgspec.Struct, kw_only=True):
     path: str

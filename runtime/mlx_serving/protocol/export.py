@@ -17,7 +17,7 @@ import msgspec
 
 from ..config import Settings
 from .envelope import ErrorFrame, NotificationFrame, RequestFrame, ResultFrame
-from .errors import ErrorObject, ModelErrorData, ValidationErrorData
+from .errors import ERROR_CODE_NAMES, ErrorObject, ModelErrorData, ValidationErrorData
 from .methods import METHODS
 from .notifications import NOTIFICATIONS
 from .transcripts import TRANSCRIPTS
@@ -91,21 +91,23 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         }
         for name, spec in METHODS.items()
     }
+    envelope = _document(
+        "JSON-RPC 2.0 frames and error data",
+        {
+            "request": RequestFrame,
+            "result": ResultFrame,
+            "error": ErrorFrame,
+            "notification": NotificationFrame,
+            "error_object": ErrorObject,
+            "validation_error_data": ValidationErrorData,
+            "model_error_data": ModelErrorData,
+        },
+    )
+    envelope["error_codes"] = {str(code): name for code, name in sorted(ERROR_CODE_NAMES.items())}
     return {
         "methods.json": methods,
         "notifications.json": _notifications(),
-        "envelope.json": _document(
-            "JSON-RPC 2.0 frames and error data",
-            {
-                "request": RequestFrame,
-                "result": ResultFrame,
-                "error": ErrorFrame,
-                "notification": NotificationFrame,
-                "error_object": ErrorObject,
-                "validation_error_data": ValidationErrorData,
-                "model_error_data": ModelErrorData,
-            },
-        ),
+        "envelope.json": envelope,
         "runtime_config.json": _runtime_config(),
     }
 
