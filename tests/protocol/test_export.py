@@ -51,6 +51,9 @@ def test_method_table_serves_exactly_the_declared_methods() -> None:
         models: list[object] = []
         residency = _Residency()
 
+        def distributed_status(self) -> object:
+            return msgspec.UNSET
+
     from mlx_serving.config import Settings
 
     context = RuntimeContext(engine=_Engine(), settings=Settings(), request_shutdown=lambda: None)  # type: ignore[arg-type]
