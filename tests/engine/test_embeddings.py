@@ -116,7 +116,8 @@ def test_a_distributed_runtime_refuses_embeddings_and_does_not_advertise_them() 
     context = SimpleNamespace(engine=engine, settings=Settings())
     hidden = unadvertised_embed_methods(context)  # type: ignore[arg-type]
     assert hidden == ("embed", "load_embedding_model")
-    methods = embed_methods(context)  # type: ignore[arg-type]
+    loads = SimpleNamespace(load=lambda params, kind: pytest.fail("loaded"))
+    methods = embed_methods(context, loads)  # type: ignore[arg-type]
     with pytest.raises(NotAvailable, match="distributed"):
         methods["embed"].handler(EmbedParams(model_id="m", input="x"))
     with pytest.raises(NotAvailable, match="distributed"):

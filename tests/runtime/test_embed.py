@@ -165,3 +165,25 @@ def test_a_running_stream_goes_on_beside_a_large_embed(runtime: RuntimeClient) -
 
 def test_embed_is_advertised(runtime: RuntimeClient) -> None:
     assert "embed" in runtime.call("runtime/info")["capabilities"]
+
+
+def test_a_model_evicted_after_keep_alive_is_loaded_again_to_embed(
+    runtime: RuntimeClient, llama_dir: Path
+) -> None:
+    import time
+
+    params = {"model_id": "brief", "local_path": str(llama_dir), "keep_alive_s": 0.2}
+    runtime.call("load_model", params)
+    expected = runtime.call("embed", {"model_id": "brief", "input": TEXTS})["embeddings"]
+
+    def resident() -> bool:
+        models = runtime.call("runtime/state")["loaded_models"]
+        return any(m["model_id"] == "brief" and m["resident"] for m in models)
+
+    deadline = time.monotonic() + 20
+    while resident() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not resident()
+    again = runtime.call("embed", {"model_id": "brief", "input": TEXTS})["embeddings"]
+    np.testing.assert_allclose(again, expected, atol=1e-6)
+    runtime.call("unload_model", {"model_id": "brief"})

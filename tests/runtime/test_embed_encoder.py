@@ -80,3 +80,9 @@ def test_generation_refuses_an_embedding_model(runtime: RuntimeClient) -> None:
 
 def test_load_embedding_model_is_advertised(runtime: RuntimeClient) -> None:
     assert "load_embedding_model" in runtime.call("runtime/info")["capabilities"]
+
+
+def test_runtime_state_lists_it_as_an_embedding_model(runtime: RuntimeClient) -> None:
+    models = {m["model_id"]: m for m in runtime.call("runtime/state")["loaded_models"]}
+    assert models["bert"]["type"] == "embedding"
+    assert models["bert"]["resident"] and models["bert"]["bytes"] > 0

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol.errors import InvalidParams, ModelLoadError, NotAvailable
-from .loader import LoadedModel, _context_length, _dtype_of
+from ..protocol.methods import LoadModelParams, LoadModelResult
+from .loader import LoadedModel, _context_length, _dtype_of, resolve_model_dir
+from .registry import ModelRegistry
 
 EXTRA_HINT = "pip install 'mlx-serving[embeddings]'"
 
@@ -49,6 +51,24 @@ def require_mlx_embeddings() -> None:
             f"embedding models need mlx-embeddings, which is not installed or does not import "
             f"({type(exc).__name__}: {exc}); {EXTRA_HINT}"
         ) from exc
+
+
+def load_embedding_model(
+    params: LoadModelParams, cache_dir: Path, models: ModelRegistry
+) -> LoadModelResult:
+    """load_embedding_model, once the load policy and the memory budget admitted it."""
+    require_mlx_embeddings()  # before touching the model: without it, name the extra
+    if params.quantization or params.draft:
+        raise ModelLoadError(
+            "an embedding model loads as it is: no quantization, not as a draft",
+            model_id=params.model_id,
+        )
+    model_dir = resolve_model_dir(
+        params.model_id, params.local_path, params.revision, cache_dir / "gguf"
+    )
+    loaded = load_encoder(params.model_id, model_dir, context_length=params.context_length)
+    models.put(loaded)  # a model it replaces is retired by the registry
+    return loaded.load_result()
 
 
 def load_encoder(model_id: str, model_dir: Path, *, context_length: int | None) -> LoadedEncoder:

@@ -23,7 +23,7 @@ from ..protocol.notifications import LoadStage
 from . import kv_disk
 from .chat import ChatPlan, plan_chat
 from .drafts import check_draft
-from .encoders import refuse_encoder
+from .encoders import load_embedding_model, refuse_encoder
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
 from .memory import MemoryLedger, Residency, effective_settings, memory_budget
@@ -60,7 +60,13 @@ class Engine:
             settings,
             self.models,
             self.memory,
-            {"text": self.load, "vision": lambda params, _: self.vision.load(params)},
+            {
+                "text": self.load,
+                "vision": lambda params, _: self.vision.load(params),
+                "embedding": lambda params, _: load_embedding_model(
+                    params, self.settings.cache_dir, self.models
+                ),
+            },
             self.unload,
         )
         self.scheduler.on_release = self.residency.stream_ended

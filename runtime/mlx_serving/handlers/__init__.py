@@ -18,7 +18,7 @@ from .vision import unadvertised_vision_methods, vision_methods
 
 def build_methods(context: RuntimeContext) -> dict[str, Method]:
     methods: dict[str, Method] = {}
-    loads = ModelLoads(context)  # one load path for text and vision models
+    loads = ModelLoads(context)  # one load path for text, vision and embedding models
     groups = (
         runtime_methods,
         lambda context: model_methods(context, loads),
@@ -26,7 +26,7 @@ def build_methods(context: RuntimeContext) -> dict[str, Method]:
         tokenize_methods,
         generate_methods,
         lambda context: vision_methods(context, loads),
-        embed_methods,
+        lambda context: embed_methods(context, loads),
     )
     for group in groups:
         methods.update(group(context))

@@ -8,12 +8,11 @@ import numpy as np
 
 from ..dispatch import Method
 from ..engine.embeddings import Embedder, embedding_tokens, hidden_size, text_backbone
-from ..engine.encoders import encoders_installed, load_encoder, require_mlx_embeddings
-from ..engine.loader import resolve_model_dir
-from ..protocol.errors import InvalidParams, ModelLoadError, NotAvailable
+from ..engine.encoders import encoders_installed, require_mlx_embeddings
+from ..protocol.errors import InvalidParams, NotAvailable
 from ..protocol.methods import EmbedParams, EmbedResult, LoadModelParams, LoadModelResult
 from .context import RuntimeContext
-from .load_policy import LoadPolicy
+from .model_loads import ModelLoads
 
 # Decimal places kept in each value: float32 holds about 7 significant digits, and a
 # float32 printed as a double takes ~20 bytes where 8 decimals take ~11; rounding moves a
@@ -34,7 +33,7 @@ def unadvertised_embed_methods(context: RuntimeContext) -> tuple[str, ...]:
     return () if encoders_installed() else ("load_embedding_model",)
 
 
-def embed_methods(context: RuntimeContext) -> dict[str, Method]:
+def embed_methods(context: RuntimeContext, loads: ModelLoads) -> dict[str, Method]:
     engine = context.engine
     limits = context.settings.limits
     embedder = Embedder(engine.scheduler, context.settings.scheduler)
@@ -54,13 +53,16 @@ def embed_methods(context: RuntimeContext) -> dict[str, Method]:
             texts = params.input
             fields = [f"input[{i}]" for i in range(len(texts))]
         _require_bytes_within(texts, fields, limits.max_prompt_bytes)
-        loaded = engine.models.get(params.model_id)
-        text_backbone(loaded)  # refuse a model embed cannot use before tokenizing for it
-        width = hidden_size(loaded)
-        if width is not None:
-            _require_answer_room(len(texts), width, limits.max_output_line_bytes)
-        token_lists = embedding_tokens(loaded, texts, fields, params.truncate)
-        vectors = embedder.embed(loaded, token_lists, params.pooling)
+        # Resident for the whole request: loaded again first if evicted, never evicted
+        # between two pieces.
+        with engine.residency.in_use(params.model_id):
+            loaded = engine.models.get(params.model_id)
+            text_backbone(loaded)  # refuse a model embed cannot use before tokenizing
+            width = hidden_size(loaded)
+            if width is not None:
+                _require_answer_room(len(texts), width, limits.max_output_line_bytes)
+            token_lists = embedding_tokens(loaded, texts, fields, params.truncate)
+            vectors = embedder.embed(loaded, token_lists, params.pooling)
         if params.normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
             vectors = vectors / np.maximum(norms, 1e-12)
@@ -70,32 +72,16 @@ def embed_methods(context: RuntimeContext) -> dict[str, Method]:
             prompt_tokens=sum(len(tokens) for tokens in token_lists),
         )
 
-    policy = LoadPolicy(context.settings)
-
     def load_embedding_model(params: LoadModelParams) -> LoadModelResult:
         if _distributed(context):
             raise NotAvailable(
                 "load_embedding_model is not served by a distributed runtime",
                 model_id=params.model_id,
             )
-        require_mlx_embeddings()  # before touching the model: without it, name the extra
-        if params.quantization or params.draft:
-            raise ModelLoadError(
-                "an embedding model loads as it is: no quantization, not as a draft",
-                model_id=params.model_id,
-            )
-        with policy.admit(params, (m.model_id for m in engine.models)) as admitted:
-            model_dir = resolve_model_dir(
-                admitted.model_id,
-                admitted.local_path,
-                admitted.revision,
-                context.settings.cache_dir / "gguf",
-            )
-            loaded = load_encoder(
-                admitted.model_id, model_dir, context_length=admitted.context_length
-            )
-            engine.models.put(loaded)  # a model it replaces is retired by the registry
-        return loaded.load_result()
+        require_mlx_embeddings()  # before the load policy: without it, name the extra
+        # The one load path: policy, memory budget (evicted and loaded again like any
+        # model), progress and events.
+        return loads.load(params, "embedding")
 
     return {
         "embed": Method(EmbedParams, embed),

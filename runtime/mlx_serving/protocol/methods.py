@@ -117,7 +117,8 @@ class LoadedModelState(msgspec.Struct, kw_only=True):
     model_id: str
     # "evicted": not resident; a generate or tokenize naming it loads it again.
     state: Literal["ready", "evicted"]
-    type: Literal["text", "vision"]
+    # embedding: loaded with load_embedding_model; it serves embed only.
+    type: Literal["text", "vision", "embedding"]
     resident: bool
     pinned: bool
     # Its weights: measured once loaded; before that, read from the weight files' headers.

@@ -879,7 +879,7 @@ export interface LoadedModelState {
   pinned: boolean;
   resident: boolean;
   state: "evicted" | "ready";
-  type: "text" | "vision";
+  type: "embedding" | "text" | "vision";
 }
 /**
  * The memory budget (models.memory_budget_bytes) and what holds it.

@@ -2244,6 +2244,7 @@ export const methodsSchema: SchemaDocument = {
         },
         "type": {
           "enum": [
+            "embedding",
             "text",
             "vision"
           ]

@@ -13,7 +13,8 @@ from ..loader import LoadedModel
 from .ledger import LedgerSnapshot
 from .weights import measure_weight_bytes
 
-ModelKind = Literal["text", "vision"]
+# embedding: a dedicated encoder (engine/encoders.py); it keeps no prompt cache.
+ModelKind = Literal["text", "vision", "embedding"]
 
 
 @dataclass
