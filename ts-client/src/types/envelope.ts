@@ -111,3 +111,20 @@ export interface ResultFrame {
   jsonrpc?: string;
   result: unknown;
 }
+
+/** Name of every error code of the wire (the schema's `error_codes`). */
+export const RPC_CODE_NAMES: Readonly<Record<number, string>> = {
+  [-32700]: "ParseError",
+  [-32603]: "InternalError",
+  [-32602]: "InvalidParams",
+  [-32601]: "MethodNotFound",
+  [-32600]: "InvalidRequest",
+  [-32099]: "RuntimeError",
+  [-32007]: "Cancelled",
+  [-32006]: "Overloaded",
+  [-32005]: "ModelNotLoaded",
+  [-32004]: "GuidanceError",
+  [-32003]: "TokenizerError",
+  [-32002]: "GenerationError",
+  [-32001]: "ModelLoadError",
+};

@@ -297,6 +297,21 @@ export const envelopeSchema: SchemaDocument = {
     }
   },
   "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "error_codes": {
+    "-32001": "ModelLoadError",
+    "-32002": "GenerationError",
+    "-32003": "TokenizerError",
+    "-32004": "GuidanceError",
+    "-32005": "ModelNotLoaded",
+    "-32006": "Overloaded",
+    "-32007": "Cancelled",
+    "-32099": "RuntimeError",
+    "-32600": "InvalidRequest",
+    "-32601": "MethodNotFound",
+    "-32602": "InvalidParams",
+    "-32603": "InternalError",
+    "-32700": "ParseError"
+  },
   "properties": {
     "error": {
       "$ref": "#/$defs/ErrorFrame"
