@@ -270,3 +270,29 @@ def test_a_failing_disk_tier_is_a_miss_logged_once_never_a_failed_stream(
     for _ in range(2):
         assert cache.fetch(tokens + [5]).cached_tokens == 10  # the RAM tier still serves
     assert caplog.text.count("the disk tier failed") == 1
+
+
+def test_a_model_that_prefills_faster_than_a_restore_reads_keeps_off_the_disk(
+    tmp_path: Path,
+) -> None:
+    def blocks(prefill_tokens_per_s: float) -> DiskBlocks:
+        return DiskBlocks(
+            BlockStore(tmp_path / str(prefill_tokens_per_s), 1 << 20, 1 << 20),
+            KEY,
+            lambda: [KVCache(), KVCache()],
+            BLOCK,
+            prefill_rate=lambda: prefill_tokens_per_s,
+        )
+
+    tokens = list(range(48))
+    fast, slow = blocks(1e9), blocks(100.0)  # 256 bytes a token: 256 GB/s against 25.6 kB/s
+    for tier in (fast, slow):
+        tier.save(tokens, filled(48))
+        assert tier.store.drain(10)
+    assert fast.store.usage() == (0, 0) and fast.skipped == 1
+    assert fast.restore(tokens + [1], better_than=0) is None and fast.skipped == 2
+    assert slow.store.usage()[1] == 3 and slow.skipped == 0
+    restored = slow.restore(tokens + [1], better_than=0)
+    assert restored is not None and restored[1] == 48
+    fast.store.close(1)
+    slow.store.close(1)

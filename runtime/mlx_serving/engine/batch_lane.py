@@ -252,6 +252,8 @@ def new_lane(
         max_chunk_tokens=settings.prefill_chunk_tokens,
         fixed_tokens=settings.prefill_token_budget,
     )
-    disk = disk_blocks(persist_for, settings) if persist_for is not None else None
+    disk = None
+    if persist_for is not None:
+        disk = disk_blocks(persist_for, settings, lambda: budget.prefill_tokens_per_s)
     cache = PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries, disk)
     return BatchLane(model, cache, budget, max_batch_size=settings.max_batch_size, solo=solo)

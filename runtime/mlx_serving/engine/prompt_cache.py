@@ -132,5 +132,6 @@ class PromptCache:
                 "disk_restore_seconds": disk.restore_seconds,
                 "disk_save_seconds": disk.save_seconds,
                 "disk_write_cpu_seconds": usage.write_cpu_seconds,
+                "disk_skipped": disk.skipped,
             }
         return stats

@@ -209,6 +209,10 @@ def _disk_gauges(per_model: Callable[[str], list[tuple[str, float]]]) -> list[Ga
                 "disk_write_cpu_seconds",
                 "CPU time the disk writer thread spent on the model's blocks.",
             ),
+            (
+                "disk_skipped",
+                "Disk reads and writes left out: this model prefills faster than that.",
+            ),
         )
     ]
 

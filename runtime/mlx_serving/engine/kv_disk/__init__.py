@@ -10,6 +10,7 @@ them to the settings: `disk_blocks` at lane creation, `open_configured_store` at
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -71,8 +72,13 @@ def persistence(loaded: LoadedModel, settings: SchedulerConfig) -> str | None:
     return refusal(make_prompt_cache(loaded.model))
 
 
-def disk_blocks(loaded: LoadedModel, settings: SchedulerConfig) -> DiskBlocks | None:
-    """The disk tier of one model's prompt cache, or None (and why, logged)."""
+def disk_blocks(
+    loaded: LoadedModel,
+    settings: SchedulerConfig,
+    prefill_rate: Callable[[], float | None] = lambda: None,
+) -> DiskBlocks | None:
+    """The disk tier of one model's prompt cache, or None (and why, logged).
+    `prefill_rate`: the model's measured prefill tokens/s (DiskBlocks.worth_it)."""
     reason = persistence(loaded, settings)
     if reason is not None:
         if disk_tier_on(settings):
@@ -82,7 +88,7 @@ def disk_blocks(loaded: LoadedModel, settings: SchedulerConfig) -> DiskBlocks | 
     assert store is not None
     model = loaded.model
     key = model_key(loaded.weights_fingerprint, loaded.dtype, make_prompt_cache(model), _device())
-    return DiskBlocks(store, key, lambda: make_prompt_cache(model))
+    return DiskBlocks(store, key, lambda: make_prompt_cache(model), prefill_rate=prefill_rate)
 
 
 def _device() -> str:
