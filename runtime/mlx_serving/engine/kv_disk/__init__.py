@@ -10,6 +10,8 @@ them to the settings: `disk_blocks` at lane creation, `open_configured_store` at
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +22,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from ...config import SchedulerConfig
 from .blocks import BLOCK_TOKENS, DiskBlocks
 from .identity import model_key, refusal, weights_fingerprint
-from .store import BlockStore, close_stores, open_store
+from .store import BlockStore
 
 if TYPE_CHECKING:
     from ..loader import LoadedModel
@@ -89,6 +91,30 @@ def disk_blocks(
     model = loaded.model
     key = model_key(loaded.weights_fingerprint, loaded.dtype, make_prompt_cache(model), _device())
     return DiskBlocks(store, key, lambda: make_prompt_cache(model), prefill_rate=prefill_rate)
+
+
+# One store per folder in a process: every model's blocks share its budget and its writer.
+_stores: dict[Path, BlockStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(directory: Path, max_bytes: int, max_pending_bytes: int) -> BlockStore:
+    """The process's store of `directory`, started (and its index built) on first use."""
+    with _stores_lock:
+        store = _stores.get(directory)
+        if store is None:
+            store = _stores[directory] = BlockStore(directory, max_bytes, max_pending_bytes)
+        return store
+
+
+def close_stores(timeout: float) -> None:
+    """At shutdown: write what is queued, within `timeout` for all stores together."""
+    deadline = time.monotonic() + timeout
+    with _stores_lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        store.close(max(0.0, deadline - time.monotonic()))
 
 
 def _device() -> str:

@@ -15,15 +15,19 @@ the same block rename identical content over each other.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import struct
 import uuid
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .identity import FORMAT_VERSION, block_name
 
 FORMAT = "mlx-serving-kv"
 TEMP_SUFFIX = ".tmp"
@@ -85,6 +89,31 @@ def read_metadata(path: Path) -> dict[str, str]:
     table, metadata = _parse_header(header, length)
     _check_extents(table, size - 8 - length)
     return metadata
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    model: str
+    parent: str
+    token_ids: bytes
+
+
+def read_header(path: Path, name: str) -> BlockHeader:
+    """The header of the block file called `name`, reading nothing else: a whole file of
+    this format and version whose model, parent and token ids hash to its name. Raises
+    BadBlock or OSError."""
+    metadata = read_metadata(path)
+    if metadata.get("version") != str(FORMAT_VERSION):
+        raise BadBlock(f"format version {metadata.get('version')!r}")
+    model, parent = metadata.get("model", ""), metadata.get("parent", "")
+    try:
+        token_ids = base64.b64decode(metadata.get("token_ids", ""), validate=True)
+        named = block_name(model, parent, token_ids)
+    except ValueError:
+        named = ""
+    if named != name or str(len(token_ids) // 4) != metadata.get("tokens"):
+        raise BadBlock("its header does not match its name")
+    return BlockHeader(model, parent, token_ids)
 
 
 def read_block(path: Path, expected: dict[str, str]) -> Tensors:

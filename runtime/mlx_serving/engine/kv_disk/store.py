@@ -1,6 +1,6 @@
 """A directory of KV block files: its index, its byte budget and the thread that writes it.
 
-One store per directory per process, shared by every model loaded (`open_store`), so one
+One store per directory per process, shared by every model loaded (`kv_disk.open_store`), so one
 budget bounds the directory and one thread writes it. Blocks are named by their chain hash
 (`<dir>/<first two hex digits>/<hash>.safetensors`), so any process pointed at the same
 directory finds them by name: a lookup that misses the index asks the file system, and the
@@ -16,7 +16,6 @@ hold more than `max_pending_bytes` of blocks waiting is dropped instead of waiti
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import re
@@ -27,8 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .block_file import TEMP_SUFFIX, BadBlock, Tensors, read_block, read_metadata, write_block
-from .identity import FORMAT_VERSION, block_name
+from .block_file import TEMP_SUFFIX, BadBlock, Tensors, read_block, read_header, write_block
 
 log = logging.getLogger(__name__)
 
@@ -344,25 +342,13 @@ class BlockStore:
         if known is not None:
             return _Entry(known.size, known.model, known.parent, known.token_ids, stat.st_mtime)
         try:
-            metadata = read_metadata(path)
+            header = read_header(path, block)
         except BadBlock as exc:
             self.discard(path, str(exc))
             return None
         except OSError:
             return None
-        if metadata.get("version") != str(FORMAT_VERSION):
-            self.discard(path, f"format version {metadata.get('version')!r}")
-            return None
-        model, parent = metadata.get("model", ""), metadata.get("parent", "")
-        try:
-            token_ids = base64.b64decode(metadata.get("token_ids", ""), validate=True)
-            named = block_name(model, parent, token_ids)
-        except ValueError:
-            named = ""
-        if named != block or str(len(token_ids) // 4) != metadata.get("tokens"):
-            self.discard(path, "its header does not match its name")
-            return None
-        return _Entry(stat.st_size, model, parent, token_ids, stat.st_mtime)
+        return _Entry(stat.st_size, header.model, header.parent, header.token_ids, stat.st_mtime)
 
     # -- the index (callers hold _lock) ----------------------------------------------------------
 
@@ -401,28 +387,3 @@ def _touch(path: Path, when: float) -> None:
         os.utime(path, (when, when))
     except OSError:
         pass  # evicted meanwhile
-
-
-# -- one store per directory ---------------------------------------------------------------------
-
-_stores: dict[Path, BlockStore] = {}
-_stores_lock = threading.Lock()
-
-
-def open_store(directory: Path, max_bytes: int, max_pending_bytes: int) -> BlockStore:
-    """The process's store of `directory`, started (and its index built) on first use."""
-    with _stores_lock:
-        store = _stores.get(directory)
-        if store is None:
-            store = _stores[directory] = BlockStore(directory, max_bytes, max_pending_bytes)
-        return store
-
-
-def close_stores(timeout: float) -> None:
-    """At shutdown: write what is queued, within `timeout` for all stores together."""
-    deadline = time.monotonic() + timeout
-    with _stores_lock:
-        stores = list(_stores.values())
-        _stores.clear()
-    for store in stores:
-        store.close(max(0.0, deadline - time.monotonic()))
