@@ -43,6 +43,11 @@ MIN_SPEEDUP = 2.0
 # What a restore reads and rebuilds per second until one is timed (0.4-0.5 GB/s measured
 # on this project's 2-core CPU host and on an H200 host).
 ASSUMED_RESTORE_BYTES_PER_S = 400e6
+# How long a restore waits for the folder's start-up index (once: it is built by then).
+INDEX_WAIT_S = 2.0
+# Restores smaller than this are timed for the metrics but not for the rate: opening and
+# parsing files dominates them, and they would make every restore look slow.
+RATE_SAMPLE_BYTES = 4 << 20
 
 # MLX dtype of a KV cache -> (safetensors dtype, the dtype its raw bits travel as).
 _STORED = {
@@ -87,6 +92,8 @@ class DiskBlocks:
         self.restore_seconds = 0.0
         self.save_seconds = 0.0  # on the engine thread: hashing, slicing, handing over
         self.skipped = 0  # restores and saves left out: prefilling is faster here
+        self._timed_bytes = 0  # restores of RATE_SAMPLE_BYTES or more, for the rate
+        self._timed_seconds = 0.0
 
     def cut(self, tokens: list[int], tail: bool) -> list[_Block]:
         """The full blocks of `tokens`, and (`tail`) the rest as one shorter block."""
@@ -137,10 +144,15 @@ class DiskBlocks:
         if cache is None:
             self.store.discard(self.store.path_of(run[0].name), "its tensors fit no cache")
             return None
+        read = sum(a.nbytes for part in parts for a, _ in part.values())
+        seconds = time.perf_counter() - started
         self.hits += 1
         self.cached_tokens += length
-        self.restored_bytes += sum(a.nbytes for part in parts for a, _ in part.values())
-        self.restore_seconds += time.perf_counter() - started
+        self.restored_bytes += read
+        self.restore_seconds += seconds
+        if read >= RATE_SAMPLE_BYTES:
+            self._timed_bytes += read
+            self._timed_seconds += seconds
         return cache, length
 
     def worth_it(self) -> bool:
@@ -148,14 +160,15 @@ class DiskBlocks:
         rate = self._prefill_rate()
         if rate is None or not self._bytes_per_token:
             return True
-        if self.restore_seconds > 0.01:
-            restore = self.restored_bytes / self.restore_seconds
+        if self._timed_seconds > 0:
+            restore = self._timed_bytes / self._timed_seconds
         else:
             restore = ASSUMED_RESTORE_BYTES_PER_S
         return rate * self._bytes_per_token * MIN_SPEEDUP < restore
 
     def _run(self, tokens: list[int]) -> list[_Block]:
         """The blocks to read: the leading full blocks on disk, then the best partial."""
+        self.store.wait_indexed(INDEX_WAIT_S)
         full = self.cut(tokens, tail=False)
         run: list[_Block] = []
         for block in full:

@@ -83,7 +83,6 @@ class BlockStore:
         self._pending: set[str] = set()
         self._pending_bytes = 0
         self._jobs: deque[Callable[[], None]] = deque()
-        self._busy = False  # the writer is inside a job
         self._closed = False
         self._wake = threading.Condition(self._lock)
         self._reported: set[str] = set()  # bad files already logged
@@ -93,7 +92,8 @@ class BlockStore:
         self.dropped = 0  # blocks not written: the queue was full
         self._write_failed = False  # logged already (writer thread only)
         self._last_scan = 0.0
-        self._jobs.append(self._scan)
+        self._busy = True  # the writer is inside a job: the start-up index comes first
+        self._indexed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kv-disk-writer", daemon=True)
         self._thread.start()
 
@@ -106,6 +106,12 @@ class BlockStore:
         """Indexed or waiting to be written (no file system access)."""
         with self._lock:
             return block in self._index or block in self._pending
+
+    def wait_indexed(self, timeout: float) -> None:
+        """Let the start-up index finish (up to `timeout`): a prompt's partial block is
+        found through it, and a runtime's first request is often the one it was restarted
+        for."""
+        self._indexed.wait(timeout)
 
     def present(self, block: str) -> bool:
         """On disk: indexed, or written by another process since the last scan."""
@@ -213,6 +219,8 @@ class BlockStore:
     # -- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        self._run_job(self._scan)  # at normal priority: the first lookups wait for it
+        self._indexed.set()
         _lowest_priority()
         while True:
             with self._lock:
@@ -222,14 +230,17 @@ class BlockStore:
                     return
                 job = self._jobs.popleft()
                 self._busy = True
-            try:
-                job()
-            except Exception:
-                log.exception("prompt cache: a disk job failed")
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self._wake.notify_all()
+            self._run_job(job)
+
+    def _run_job(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("prompt cache: a disk job failed")
+        finally:
+            with self._lock:
+                self._busy = False
+                self._wake.notify_all()
 
     def _write(self, writes: list[BlockWrite]) -> None:
         try:
