@@ -22,7 +22,6 @@ const ERROR_TYPES: Record<ErrorKind, string> = {
   too_large: 'request_too_large',
   rate_limit: 'rate_limit_error',
   unavailable: 'overloaded_error',
-  not_implemented: 'not_found_error',
   server: 'api_error',
 };
 

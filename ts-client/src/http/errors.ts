@@ -12,7 +12,6 @@ export type ErrorKind =
   | 'too_large'
   | 'rate_limit'
   | 'unavailable'
-  | 'not_implemented'
   | 'server';
 
 export class HttpError extends Error {

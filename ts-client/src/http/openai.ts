@@ -26,7 +26,6 @@ const ERROR_TYPES: Record<ErrorKind, { type: string; code: string | null }> = {
   too_large: { type: 'invalid_request_error', code: 'request_too_large' },
   rate_limit: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
   unavailable: { type: 'server_error', code: 'service_unavailable' },
-  not_implemented: { type: 'invalid_request_error', code: 'not_implemented' },
   server: { type: 'server_error', code: null },
 };
 
