@@ -28,6 +28,7 @@ from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
 from .memory import MemoryLedger, Residency, effective_settings, memory_budget
 from .memory.budget import apply_mlx_limits
+from .memory.release import release_freed_memory
 from .prompts import require_one_prompt
 from .registry import ModelRegistry
 from .sampling import SamplingSettings, make_processors, make_sampler
@@ -37,6 +38,9 @@ from .token_ids import check_token_ids, vocab_size
 from .vision import VisionEngine
 
 log = logging.getLogger(__name__)
+
+# How long the residency watcher waits for the engine thread to give memory back.
+RELEASE_WAIT_S = 5.0
 
 
 class Engine:
@@ -70,6 +74,7 @@ class Engine:
             self.unload,
         )
         self.scheduler.on_release = self.residency.stream_ended
+        self.residency.release_memory = self._release_freed_memory
         # The prompt cache's folder is indexed now, in the background, not at first use.
         kv_disk.open_configured_store(settings.scheduler)
 
@@ -112,6 +117,15 @@ class Engine:
     def unload(self, model_id: str, reason: str | None = None) -> None:
         """`reason`: what its streams are told (an eviction says so)."""
         self.models.remove(model_id, reason)
+
+    def _release_freed_memory(self) -> None:
+        """On the engine thread: mx.clear_cache waits for MLX's streams while holding the
+        GIL, so called from another thread during a step that never ends (a distributed
+        rank died inside a collective) it froze every thread, the exit timer included."""
+        try:
+            self.scheduler.run_between_steps(release_freed_memory, timeout=RELEASE_WAIT_S)
+        except Exception as exc:  # stopping, or the engine is busy: the next idle tries again
+            log.debug("freed memory not released now: %s", exc)
 
     def _model_retired(self, model: LoadedModel, reason: str) -> None:
         """End the streams of a model the registry let go of, whoever replaced it."""

@@ -76,6 +76,9 @@ class Residency:
         self._loaders = loaders
         self._unload = unload
         self._reload: Reloader = self.load
+        # Gives freed memory back; the engine puts it on its own thread (MLX work belongs
+        # there), this default is for a Residency used alone.
+        self.release_memory: Callable[[], None] = release_freed_memory
         self._evicted: list[Callable[[Eviction], None]] = []
         self._lock = threading.Condition()
         # Everything below is read and written under _lock.
@@ -343,7 +346,7 @@ class Residency:
                     continue
             self._evict(expired)
             if trim:
-                release_freed_memory()
+                self.release_memory()
 
     def _expired(self, now: float) -> tuple[list[Eviction], float | None]:
         """Models unused for their keep_alive_s, taken off the books; and when the next
