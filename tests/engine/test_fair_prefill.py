@@ -51,7 +51,9 @@ class StepRecorder:
 @pytest.fixture
 def engine(llama_dir: Path) -> Iterator[tuple[Engine, StepRecorder]]:
     recorder = StepRecorder()
-    settings = Settings(scheduler=SchedulerConfig(prefill_token_budget=BUDGET))
+    # RAM prompt cache only: blocks left on disk by an earlier run would skip prefill.
+    scheduler = SchedulerConfig(prefill_token_budget=BUDGET, prompt_cache_dir="")
+    settings = Settings(scheduler=scheduler)
     engine = Engine(settings, recorder)
     scheduler = engine.scheduler
     real_decode, real_prefill = scheduler._decode_lane, scheduler._prefill_lane

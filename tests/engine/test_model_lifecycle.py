@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from mlx_serving.config import Settings
+from mlx_serving.config import SchedulerConfig, Settings
 from mlx_serving.engine.engine import Engine
 from mlx_serving.protocol.methods import GenerateParams, LoadModelParams
 
@@ -55,7 +55,7 @@ class CollectingSink:
 @pytest.fixture
 def engine() -> Iterator[tuple[Engine, CollectingSink]]:
     sink = CollectingSink()
-    engine = Engine(Settings(), sink)
+    engine = Engine(Settings(scheduler=SchedulerConfig(prompt_cache_dir="")), sink)
     try:
         yield engine, sink
     finally:

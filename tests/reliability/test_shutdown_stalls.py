@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from tests.reliability.stdio import send, start_runtime
 
-from mlx_serving.config import Settings
+from mlx_serving.config import SchedulerConfig, Settings
 from mlx_serving.engine.batch_lane import BatchLane, LaneToken
 from mlx_serving.engine.engine import Engine
 from mlx_serving.protocol.methods import GenerateParams, LoadModelParams
@@ -38,7 +38,7 @@ class RecordingSink:
 
 def test_streams_end_at_stop_while_the_engine_is_inside_a_long_step(llama_dir: Path) -> None:
     sink = RecordingSink()
-    engine = Engine(Settings(), sink)
+    engine = Engine(Settings(scheduler=SchedulerConfig(prompt_cache_dir="")), sink)
     engine.load(LoadModelParams(model_id="m", local_path=str(llama_dir)))
     in_step = threading.Event()
     release = threading.Event()

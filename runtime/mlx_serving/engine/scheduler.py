@@ -16,22 +16,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import mlx.core as mx
 
 from ..config import SchedulerConfig
-from ..protocol.errors import InvalidParams, Overloaded
-from ..protocol.notifications import FinishReason, StreamCompleted, StreamFailed
+from ..protocol.notifications import FinishReason, StreamFailed
 from .batch_lane import BatchLane, LaneToken, new_lane
+from .between_steps import BetweenSteps
 from .detokenize import TextAssembler
 from .loader import LoadedModel
+from .pending_streams import PendingStreams
 from .speculative_lane import SpeculativeLane
 from .stream import StreamRequest, StreamSink
-from .stream_output import ActiveStream, Notification, final_events
+from .stream_outbox import StreamOutbox
+from .stream_output import ActiveStream, Notification
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ class Scheduler:
         self, sink: StreamSink, max_active_streams: int, batch: SchedulerConfig | None = None
     ) -> None:
         self._sink = sink
-        self._max_active = max_active_streams
         self._batch = batch or SchedulerConfig()
         self._streams: dict[str, ActiveStream] = {}
         self._lanes: dict[str, _ModelLane] = {}  # model_id -> its batch
@@ -60,48 +60,28 @@ class Scheduler:
         self._admitted: list[StreamRequest] = []
         # Taken by the engine thread but not yet in _streams: unload must still see them.
         self._admitting: list[StreamRequest] = []
-        self._reserved: set[str] = set()
         self._cond = threading.Condition()
         self._stopping = False
-        # Requests acknowledged but not yet picked up by the engine thread can already be
-        # cancelled or lose their model; these remember it until admission.
-        self._cancel_on_admit: set[str] = set()
-        self._fail_on_admit: dict[str, str] = {}
+        self._pending = PendingStreams(self._cond, max_active_streams)
         # Models the registry let go of whose batch the engine thread still has to drop.
         self._retired_models: list[LoadedModel] = []
-        # Started streams whose final event has not reached the sink yet (under _cond).
-        self._unfinished: dict[str, StreamRequest] = {}
-        # Orders the engine thread's emits against stop() ending the streams itself; once
-        # `_output_closed` is set (under this lock) the engine thread's output is dropped.
-        self._emit_lock = threading.Lock()
-        self._output_closed = False
+        self._outbox = StreamOutbox(sink)
         # Told the duration and prefill tokens of each batch step (the runtime's metrics).
         self.on_step: Callable[[float, int], None] | None = None
         # Told each stream id released, from any thread (the memory ledger frees its KV).
         self.on_release: Callable[[str], None] | None = None
-        # Model work of requests other than streams (run_between_steps), oldest first.
-        self._between_steps: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._between_steps = BetweenSteps(self._cond)
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
     # -- called from request threads -------------------------------------------------------
 
     def reserve(self, stream_id: str) -> None:
-        """Claim a stream id before the request is acknowledged, so two requests can never
-        both be told they own it, and refuse when the stream limit is reached."""
-        with self._cond:
-            if stream_id in self._reserved:
-                raise InvalidParams("stream_id", f"stream '{stream_id}' is already active")
-            if len(self._reserved) >= self._max_active:
-                raise Overloaded(
-                    f"too many active streams (limit {self._max_active})", stream_id=stream_id
-                )
-            self._reserved.add(stream_id)
+        """Claim a stream id before the request is acknowledged (pending_streams.py)."""
+        self._pending.reserve(stream_id)
 
     def release(self, stream_id: str) -> None:
-        with self._cond:
-            self._reserved.discard(stream_id)
-            self._cancel_on_admit.discard(stream_id)
+        self._pending.release(stream_id)
         if self.on_release is not None:
             self.on_release(stream_id)
 
@@ -111,35 +91,28 @@ class Scheduler:
 
     def _enqueue(self, request: StreamRequest) -> None:
         """Hand a stream to the engine thread (the caller holds `_cond`)."""
-        self._unfinished[request.stream_id] = request
+        self._outbox.track(request)
         self._admitted.append(request)
         self._cond.notify()
 
     def cancel(self, stream_id: str, reason: str = "cancelled") -> bool:
         with self._cond:
-            if stream_id not in self._reserved:
+            if stream_id not in self._pending:
                 return False
             stream = self._streams.get(stream_id)
             if stream is not None:
                 stream.cancel_reason = reason
             else:
-                self._cancel_on_admit.add(stream_id)
+                self._pending.cancel_on_admission(stream_id)
             self._cond.notify()
             return True
 
     def run_between_steps(self, work: Callable[[], T], timeout: float | None = None) -> T:
-        """Run `work` on the engine thread between two batch steps and return its result.
-
-        All MLX work of the runtime happens on that thread; work that is not a stream (an
-        embedding batch, say) takes its turn here, so it delays the running streams by
-        one step's worth instead of competing with them for the device."""
-        done: Future[T] = Future()
+        """Run `work` on the engine thread between two batch steps (between_steps.py)."""
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the runtime is shutting down")
-            self._between_steps.append((work, done))
-            self._cond.notify()
-        return done.result(timeout)
+        return self._between_steps.submit(work, timeout)
 
     def fail_model(self, model: LoadedModel, reason: str) -> None:
         """End every stream of a model with an error (the model is unloaded or replaced),
@@ -147,20 +120,19 @@ class Scheduler:
         (`LoadedModel.retirement`)."""
         with self._cond:
             for stream in self._streams.values():
-                if _runs_on(stream.request, model):
+                if stream.request.runs_on(model):
                     stream.failure = reason
             for request in self._admitted + self._admitting:
                 if request.stream_id in self._streams:
                     continue  # already flagged above
-                if _runs_on(request, model):
-                    self._fail_on_admit[request.stream_id] = reason
+                if request.runs_on(model):
+                    self._pending.fail_on_admission(request.stream_id, reason)
             self._retired_models.append(model)
             self._cond.notify()
 
     @property
     def active_count(self) -> int:
-        with self._cond:
-            return len(self._reserved)
+        return len(self._pending)
 
     def prompt_cache_stats(self) -> dict[str, dict[str, float]]:
         with self._cond:
@@ -178,33 +150,12 @@ class Scheduler:
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("the engine thread is still in a step; ending its streams from here")
-            self._end_unfinished()
-
-    def _end_unfinished(self) -> None:
-        with self._emit_lock:
-            self._output_closed = True
             with self._cond:
-                requests, self._unfinished = list(self._unfinished.values()), {}
                 generated = {sid: stream.generated for sid, stream in self._streams.items()}
-            out: list[Notification] = []
-            for request in requests:
-                final_events(
-                    request, out, reason="cancelled", generated=generated.get(request.stream_id, 0)
-                )
-            self._sink.emit(out)
+            self._outbox.end_unfinished(generated)
 
     def _emit(self, out: list[Notification]) -> None:
-        """Hand one pass's notifications to the sink, unless stop() already ended the
-        streams itself (a chunk must never follow a stream's final event)."""
-        with self._emit_lock:
-            if self._output_closed:
-                return
-            self._sink.emit(out)
-            ended = [p.stream_id for m, p in out if isinstance(p, StreamCompleted | StreamFailed)]
-            if ended:
-                with self._cond:
-                    for stream_id in ended:
-                        self._unfinished.pop(stream_id, None)
+        self._outbox.emit(out)
 
     # -- the engine thread -----------------------------------------------------------------
 
@@ -262,7 +213,7 @@ class Scheduler:
             or self._streams
             or self._stopping
             or self._retired_models
-            or self._between_steps
+            or self._between_steps.pending()
         )
 
     def _iterate(
@@ -277,7 +228,7 @@ class Scheduler:
 
         Retired batches go before admission, so a stream of a reloaded model never meets
         the batch of the model it replaced."""
-        self._run_between_steps()
+        self._between_steps.run()
         self._end_flagged(stopping, out)
         for model in retired:
             self._drop_lane(model)
@@ -298,27 +249,15 @@ class Scheduler:
                     return True
         return False
 
-    def _run_between_steps(self) -> None:
-        with self._cond:
-            work, self._between_steps = self._between_steps, []
-        for task, done in work:
-            if not done.set_running_or_notify_cancel():
-                continue
-            try:
-                done.set_result(task())
-            except BaseException as exc:  # the caller's error, raised in the caller
-                done.set_exception(exc)
-
     def _admit(self, request: StreamRequest, out: list[Notification]) -> None:
         stream = ActiveStream(
             request=request,
             assembler=TextAssembler(request.model.tokenizer.detokenizer, request.stop_sequences),
         )
         with self._cond:
-            if request.stream_id in self._cancel_on_admit:
-                self._cancel_on_admit.discard(request.stream_id)
-                stream.cancel_reason = "cancelled"
-            stream.failure = self._fail_on_admit.pop(request.stream_id, None) or _retired(request)
+            cancelled, failure = self._pending.take_verdicts(request.stream_id)
+            stream.cancel_reason = "cancelled" if cancelled else None
+            stream.failure = failure or request.retired()
             self._streams[request.stream_id] = stream
         if stream.cancel_reason is not None or stream.failure is not None:
             return  # ended by _end_flagged before it costs any compute
@@ -502,14 +441,3 @@ class Scheduler:
 
     def _prefill_lane(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
         return lane.prefill(prefill_tokens)
-
-
-def _runs_on(request: StreamRequest, model: LoadedModel) -> bool:
-    return request.model is model or request.draft is model
-
-
-def _retired(request: StreamRequest) -> str | None:
-    """Why a stream cannot run: its model (or draft) was retired after it was prepared."""
-    if request.draft is not None and request.draft.retirement.reason is not None:
-        return request.draft.retirement.reason
-    return request.model.retirement.reason

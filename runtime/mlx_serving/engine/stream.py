@@ -38,6 +38,16 @@ class StreamRequest:
     chat_output: ChatOutput | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
 
+    def runs_on(self, model: LoadedModel) -> bool:
+        return self.model is model or self.draft is model
+
+    def retired(self) -> str | None:
+        """Why the stream cannot run: its model (or draft) was retired after it was
+        prepared (replaced or unloaded); None while both serve."""
+        if self.draft is not None and self.draft.retirement.reason is not None:
+            return self.draft.retirement.reason
+        return self.model.retirement.reason
+
 
 class StreamSink(Protocol):
     """Receives the notifications of one scheduler step, in order, as one batch."""

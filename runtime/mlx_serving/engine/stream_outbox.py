@@ -1,0 +1,58 @@
+"""The one way a scheduler's notifications reach the sink, and the book of which started
+streams still owe their final event.
+
+Every started stream gets exactly one final `stream.event`. Normally the engine thread
+sends it; when the thread is stuck inside a long step at shutdown, `end_unfinished` sends
+the rest from the stopping thread, and from then on the engine thread's output is dropped,
+so that no chunk ever follows a stream's final event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from ..protocol.notifications import StreamCompleted, StreamFailed
+from .stream import StreamRequest, StreamSink
+from .stream_output import Notification, final_events
+
+
+class StreamOutbox:
+    def __init__(self, sink: StreamSink) -> None:
+        self._sink = sink
+        # Orders emits against end_unfinished; `_closed` is written under it.
+        self._emit_lock = threading.Lock()
+        self._closed = False
+        # Started streams whose final event has not reached the sink (under _book_lock,
+        # which is only ever taken inside _emit_lock or alone).
+        self._book_lock = threading.Lock()
+        self._unfinished: dict[str, StreamRequest] = {}
+
+    def track(self, request: StreamRequest) -> None:
+        """A stream was started: it owes a final event from now on."""
+        with self._book_lock:
+            self._unfinished[request.stream_id] = request
+
+    def emit(self, out: list[Notification]) -> None:
+        with self._emit_lock:
+            if self._closed:
+                return
+            self._sink.emit(out)
+            ended = [p.stream_id for _, p in out if isinstance(p, StreamCompleted | StreamFailed)]
+            if ended:
+                with self._book_lock:
+                    for stream_id in ended:
+                        self._unfinished.pop(stream_id, None)
+
+    def end_unfinished(self, generated: Mapping[str, int]) -> None:
+        """End every stream still owing its final event (completed, cancelled), and drop
+        whatever is emitted after this. `generated`: tokens each stream already sent."""
+        with self._emit_lock:
+            self._closed = True
+            with self._book_lock:
+                requests, self._unfinished = list(self._unfinished.values()), {}
+            out: list[Notification] = []
+            for request in requests:
+                count = generated.get(request.stream_id, 0)
+                final_events(request, out, reason="cancelled", generated=count)
+            self._sink.emit(out)
