@@ -12,7 +12,7 @@ import Ajv2020Module from 'ajv/dist/2020.js';
 import OpenAI from 'openai';
 
 import { RpcError, RuntimeExitedError, StreamFailedError } from '../src/errors.js';
-import { MODEL, serveRealRuntime, serveScripted, type ScriptedChunk, type Served } from './support/server.js';
+import { makeChatModel, MODEL, serveRealRuntime, serveScripted, type ScriptedChunk, type Served } from './support/server.js';
 
 const Ajv2020 = Ajv2020Module as unknown as typeof Ajv2020Module.default;
 
@@ -232,9 +232,56 @@ describe('HTTP server: tools on the real runtime', () => {
   let served: Served;
 
   before(async () => {
-    served = await serveRealRuntime();
+    const [started, tools, thinking] = await Promise.all([serveRealRuntime(), makeChatModel('tools'), makeChatModel('thinking')]);
+    served = started;
+    await served.engine.loadModel({ model_id: 'tools', local_path: tools });
+    await served.engine.loadModel({ model_id: 'thinking', local_path: thinking });
   });
   after(() => served.close());
+
+  test('a model whose template calls tools: its call is parsed, and the call with its result renders into the next turn', async () => {
+    const openai = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const validate = new Ajv2020({ strict: false }).compile(WEATHER_SCHEMA);
+    const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: 'What is the weather in Paris?' }];
+    const stream = openai.chat.completions.stream({
+      model: 'tools',
+      messages,
+      max_tokens: 128,
+      seed: 1,
+      tools: openaiTools,
+      tool_choice: { type: 'function', function: { name: 'get_weather' } },
+    });
+    const first = await stream.finalChatCompletion();
+    const message = first.choices[0]!.message;
+    assert.equal(first.choices[0]!.finish_reason, 'tool_calls');
+    const call = message.tool_calls?.[0];
+    assert.ok(call?.type === 'function' && call.id.length > 0, JSON.stringify(message));
+    assert.ok(validate(JSON.parse(call.function.arguments)), call.function.arguments);
+    assert.ok(!message.content?.includes('<tool_call>'), 'the markup is not text');
+    // The next turn, with a short and a long result: the template renders the result.
+    const next = async (result: string) => {
+      const history = [...messages, message, { role: 'tool' as const, tool_call_id: call.id, content: result }];
+      const answer = await openai.chat.completions.create({ model: 'tools', messages: history, max_tokens: 4, tools: openaiTools });
+      assert.ok(['stop', 'length', 'tool_calls'].includes(answer.choices[0]!.finish_reason));
+      return answer.usage?.prompt_tokens ?? 0;
+    };
+    const short = await next('18 C');
+    const long = await next('18 C, sunny, light wind from the west, no rain expected before the evening');
+    assert.ok(short > (first.usage?.prompt_tokens ?? 0), 'the call is in the prompt');
+    assert.ok(long > short + 5, `the result is in the prompt: ${short} vs ${long} tokens`);
+  });
+
+  test('a thinking model: reasoning as reasoning_content deltas and an Anthropic thinking block', async () => {
+    const openai = new OpenAI({ baseURL: `${served.url}/v1`, apiKey: 'x', maxRetries: 0 });
+    let reasoning = '';
+    const stream = await openai.chat.completions.create({ model: 'thinking', messages: [{ role: 'user', content: 'Think.' }], max_tokens: 16, stream: true });
+    for await (const chunk of stream) reasoning += (chunk.choices[0]?.delta as { reasoning_content?: string } | undefined)?.reasoning_content ?? '';
+    assert.ok(reasoning.length > 0, 'reasoning came apart from the answer');
+    assert.ok(!reasoning.includes('<think>'));
+    const anthropic = new Anthropic({ baseURL: served.url, apiKey: 'x', maxRetries: 0 });
+    const message = await anthropic.messages.stream({ model: 'thinking', max_tokens: 16, messages: [{ role: 'user', content: 'Think.' }] }).finalMessage();
+    assert.equal(message.content[0]?.type, 'thinking', JSON.stringify(message.content));
+  });
 
   test('a named tool_choice on a random-weight model: a call whose arguments validate (OpenAI, Anthropic)', async () => {
     const validate = new Ajv2020({ strict: false }).compile(WEATHER_SCHEMA);

@@ -3,12 +3,16 @@
  * scripted engine that answers what a test tells it to (for shapes a random-weight model
  * cannot produce on cue: tool calls, reasoning, overload).
  */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+
 import type { Engine } from '../../src/engine.js';
+import { runtimeProcessSpec } from '../../src/launch.js';
 import { Generation, type GenerationChunk } from '../../src/generator.js';
 import type { ServedEngine } from '../../src/http/generation.js';
 import { createHttpServer, type HttpServer, type HttpServerOptions } from '../../src/http/server.js';
 import type { EmbedResult, GenerateParams, RuntimeMetrics, RuntimeState, StreamStats } from '../../src/types/index.js';
-import { makeModel, startEngine } from './runtime.js';
+import { makeModel, startEngine, tempDir } from './runtime.js';
 
 export const MODEL = 'tiny';
 
@@ -34,6 +38,31 @@ export async function serveRealRuntime(options: HttpServerOptions = {}): Promise
       await engine.dispose();
     },
   };
+}
+
+/**
+ * A random-weight model whose chat template calls tools the Hermes way (`tools`: mlx-lm's
+ * json_tools parser reads its calls) or opens a `<think>` block (`thinking`), made by the
+ * runtime's own testing helpers.
+ */
+export async function makeChatModel(kind: 'tools' | 'thinking'): Promise<string> {
+  const dir = join(tempDir(), kind);
+  const [tokens, template] = kind === 'tools' ? ['TOOL_TOKENS', 'TOOLS_TEMPLATE'] : ['THINK_TOKENS', 'THINKING_TEMPLATE'];
+  const code = [
+    'import sys',
+    'from mlx_serving.testing.make_model import make_model',
+    'from mlx_serving.testing import chat_templates as t',
+    `make_model(sys.argv[1], "qwen2", seed=3, extra_special_tokens=t.${tokens}, chat_template=t.${template})`,
+  ].join('\n');
+  const spec = runtimeProcessSpec();
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(spec.command, ['-c', code, dir], { env: spec.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('exit', (exit) => (exit === 0 ? resolve() : reject(new Error(`making the ${kind} model failed:\n${stderr}`))));
+  });
+  return dir;
 }
 
 /** What the scripted engine streams for one request: chunks, or an error to throw. */
