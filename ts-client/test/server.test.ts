@@ -14,7 +14,7 @@ import Ajv2020Module from 'ajv/dist/2020.js';
 import OpenAI from 'openai';
 
 import { eventually, makeModel, tempDir } from './support/runtime.js';
-import { MODEL, serveRealRuntime, type Served } from './support/server.js';
+import { MODEL, serveRealRuntime, serveScripted, type Served } from './support/server.js';
 
 const Ajv2020 = Ajv2020Module as unknown as typeof Ajv2020Module.default;
 
@@ -334,5 +334,38 @@ describe('mlx-serving serve, the command', () => {
       server.kill('SIGTERM');
     }
     assert.equal(await exited, 0, stderr);
+  });
+});
+
+describe('HTTP server: malformed requests, scripted', () => {
+  test('each is answered in its API\'s shape, and the server serves on', async () => {
+    const served = await serveScripted(() => [{ type: 'end', finishReason: 'stop' }], { maxBodyBytes: 1024 });
+    try {
+      const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+        fetch(`${served.url}${path}`, { method: 'POST', body, headers });
+      const notJson = await post('/v1/chat/completions', '{"model": ');
+      assert.equal(notJson.status, 400);
+      assert.match(((await notJson.json()) as { error: { message: string } }).error.message, /not valid JSON/);
+      const notObject = await post('/v1/messages', '[1, 2]', { 'anthropic-version': '2023-06-01' });
+      assert.equal(notObject.status, 400);
+      assert.deepEqual(await notObject.json(), {
+        type: 'error',
+        error: { type: 'invalid_request_error', message: 'body: the request body must be a JSON object' },
+      });
+      const tooLarge = await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'x'.repeat(2000) }] }));
+      assert.equal(tooLarge.status, 413);
+      const badEscape = await fetch(`${served.url}/v1/models/%E0%A4%A`);
+      assert.equal(badEscape.status, 400);
+      const wrongMethod = await fetch(`${served.url}/v1/chat/completions`);
+      assert.equal(wrongMethod.status, 405);
+      assert.equal(wrongMethod.headers.get('allow'), 'POST');
+      const noRoute = await fetch(`${served.url}/v1/nothing`, { headers: { 'anthropic-version': '2023-06-01' } });
+      assert.equal(noRoute.status, 404);
+      assert.equal(((await noRoute.json()) as { type: string }).type, 'error');
+      const fine = await post('/v1/chat/completions', JSON.stringify({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] }));
+      assert.equal(fine.status, 200);
+    } finally {
+      await served.close();
+    }
   });
 });

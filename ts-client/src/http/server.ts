@@ -102,7 +102,8 @@ export class HttpServer {
       if (!route.open) this.authorize(req);
       await route.handle(exchange);
     } catch (error) {
-      await this.fail(exchange, errors, error);
+      // Nothing may escape: the request handler's promise has nobody to reject to.
+      await this.fail(exchange, errors, error).catch(() => res.destroy());
     } finally {
       this.inFlight -= 1;
       const label = `${key}\u0000${res.statusCode}`;
@@ -116,8 +117,8 @@ export class HttpServer {
     const route = this.routes.get(key);
     if (route) return { key, route };
     if (method === 'GET' && path.startsWith('/v1/models/')) {
-      const id = decodeURIComponent(path.slice('/v1/models/'.length));
-      return { key: 'GET /v1/models/{id}', route: { errors: openaiErrors, handle: (ex) => openaiModel(ex, id) } };
+      const handle = (ex: Exchange) => openaiModel(ex, modelIdOf(path.slice('/v1/models/'.length)));
+      return { key: 'GET /v1/models/{id}', route: { errors: openaiErrors, handle } };
     }
     return { key: 'other', route: undefined };
   }
@@ -213,6 +214,14 @@ export function createHttpServer(engine: ServedEngine, options: HttpServerOption
 /** Anthropic's SDK sends its API version on every request; OpenAI's clients do not. */
 function isAnthropic(req: IncomingMessage): boolean {
   return req.headers['anthropic-version'] !== undefined;
+}
+
+function modelIdOf(escaped: string): string {
+  try {
+    return decodeURIComponent(escaped);
+  } catch {
+    throw new HttpError(400, 'invalid_request', `the model id ${JSON.stringify(escaped)} is not valid percent-encoding`);
+  }
 }
 
 function digest(key: string): Buffer {
