@@ -124,10 +124,11 @@ class ModelUnloadedEvent(_Event, tag="model_unloaded"):
     # needed its room in the memory budget; "expired": unused for its keep_alive_s. An
     # evicted or expired model is loaded again on demand (models.reload_on_demand).
     reason: Literal["unloaded", "replaced", "evicted", "expired"]
-    # For "evicted" and "expired": what needed the room and the budget, in words.
-    detail: str | None = None
-    # The weights it let go of; null where not known.
-    bytes: int | None = None
+    # For "evicted" and "expired": what needed the room and the budget, in words. Left out
+    # otherwise, so an unload reads as it always did.
+    detail: str | msgspec.UnsetType = UNSET
+    # The weights it let go of; left out where not known.
+    bytes: int | msgspec.UnsetType = UNSET
 
 
 class GenerationStartedEvent(_Event, tag="generation_started"):

@@ -232,7 +232,11 @@ class Telemetry:
             self.evictions.inc(reason)
         self._publish(
             ModelUnloadedEvent(
-                timestamp=time.time(), model_id=model_id, reason=reason, detail=detail, bytes=nbytes
+                timestamp=time.time(),
+                model_id=model_id,
+                reason=reason,
+                detail=msgspec.UNSET if detail is None else detail,
+                bytes=msgspec.UNSET if nbytes is None else nbytes,
             )
         )
 

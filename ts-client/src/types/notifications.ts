@@ -36,8 +36,8 @@ export interface ModelLoadedEvent {
  * via the `definition` "ModelUnloadedEvent".
  */
 export interface ModelUnloadedEvent {
-  bytes?: number | null;
-  detail?: string | null;
+  bytes?: number;
+  detail?: string;
   event: "model_unloaded";
   model_id: string;
   reason: "evicted" | "expired" | "replaced" | "unloaded";

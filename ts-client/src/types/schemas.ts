@@ -3456,26 +3456,10 @@ export const notificationsSchema: SchemaDocument = {
     "ModelUnloadedEvent": {
       "properties": {
         "bytes": {
-          "anyOf": [
-            {
-              "type": "integer"
-            },
-            {
-              "type": "null"
-            }
-          ],
-          "default": null
+          "type": "integer"
         },
         "detail": {
-          "anyOf": [
-            {
-              "type": "string"
-            },
-            {
-              "type": "null"
-            }
-          ],
-          "default": null
+          "type": "string"
         },
         "event": {
           "enum": [
