@@ -147,7 +147,7 @@ def test_the_budget_follows_measured_costs() -> None:
     budget.record_prefill(1000, 1.0)  # 1,000 prompt tokens/s
     budget.record_decode(0.010)
     budget.decode_s = 0.010
-    assert budget.tokens(decoding=True) == 40  # (50 ms - 10 ms) of prefill
+    assert budget.tokens(decoding=True) == 30  # 0.75 x (50 ms - 10 ms) of prefill
     assert budget.tokens(decoding=False) == 200  # nobody waits: 4 x 50 ms
     budget.decode_s = 0.2  # decoding alone overruns the step: prefill still moves
     assert budget.tokens(decoding=True) == 16

@@ -20,7 +20,11 @@ MIN_PREFILL_SHARE = 0.2
 MIN_CHUNK_TOKENS = 16
 # Before anything was measured.
 FIRST_CHUNK_TOKENS = 256
-SMOOTHING = 0.3
+SMOOTHING = 0.5
+# Each chunk of a prompt attends to a longer context than the last, so it costs more per
+# token than the rate measured so far: with streams decoding, plan for this share of the
+# spare time only.
+DECODING_MARGIN = 0.75
 
 
 @dataclass
@@ -39,6 +43,7 @@ class StepBudget:
             return min(FIRST_CHUNK_TOKENS, self.max_chunk_tokens)
         if decoding:
             spare = max(self.max_step_s - self.decode_s, self.max_step_s * MIN_PREFILL_SHARE)
+            spare *= DECODING_MARGIN
         else:
             spare = self.max_step_s * IDLE_STEP_FACTOR
         return max(MIN_CHUNK_TOKENS, min(self.max_chunk_tokens, int(spare * rate)))
