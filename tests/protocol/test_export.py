@@ -93,3 +93,10 @@ def test_descriptions_do_not_depend_on_how_msgspec_copied_the_docstring() -> Non
     assert "the second indented" in render(schema)
     assert "\\n        the second" not in render(schema)
     assert "Two lines,\\nthe second indented" in render(schema)
+
+
+def test_null_comes_last_in_any_of_whatever_order_msgspec_chose() -> None:
+    """msgspec 0.21 puts null first in an optional field's anyOf, 0.22 and later last."""
+    null_first = {"anyOf": [{"type": "null"}, {"type": "string"}], "default": None}
+    null_last = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+    assert render(null_first) == render(null_last)

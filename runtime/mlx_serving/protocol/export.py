@@ -25,22 +25,27 @@ from .transcripts import TRANSCRIPTS
 REF_TEMPLATE = "#/$defs/{name}"
 
 
-def clean_descriptions(node: Any) -> Any:
-    """Every `description` string with its docstring indentation removed.
+def canonical(node: Any) -> Any:
+    """The schema in one form whichever msgspec release produced it: every `description`
+    with its docstring indentation removed, and `null` last in every `anyOf`.
 
-    msgspec copies docstrings into descriptions, and whether it dedents them changed between
-    its releases; the committed files must not depend on which release produced them.
+    Releases differ in both (0.23 stopped dedenting docstrings; 0.21 puts `null` first in
+    an optional field's `anyOf`); the committed files must not depend on the release.
     """
     if isinstance(node, dict):
-        return {
-            key: inspect.cleandoc(value).strip()
-            if key == "description" and isinstance(value, str)
-            else clean_descriptions(value)
-            for key, value in node.items()
-        }
+        return {key: _canonical_member(key, value) for key, value in node.items()}
     if isinstance(node, list):
-        return [clean_descriptions(item) for item in node]
+        return [canonical(item) for item in node]
     return node
+
+
+def _canonical_member(key: str, value: Any) -> Any:
+    if key == "description" and isinstance(value, str):
+        return inspect.cleandoc(value).strip()
+    if key == "anyOf" and isinstance(value, list):
+        null = {"type": "null"}
+        return [canonical(v) for v in value if v != null] + [null] * value.count(null)
+    return canonical(value)
 
 
 def _document(title: str, entries: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +118,7 @@ def build_schemas() -> dict[str, dict[str, Any]]:
 
 
 def render(schema: dict[str, Any]) -> str:
-    text = json.dumps(clean_descriptions(schema), indent=2, sort_keys=True, ensure_ascii=False)
+    text = json.dumps(canonical(schema), indent=2, sort_keys=True, ensure_ascii=False)
     return text + "\n"
 
 
