@@ -49,13 +49,12 @@ class SoloDecoder:
         self._model = model
         self._processors = request.logits_processors
         fed = mx.array(prefill.remaining)
-        # What the processors see: every token fed so far (a lazy array, never read back).
-        self._context = (
-            mx.array(prefill.cache_tokens + prefill.remaining) if self._processors else None
-        )
+        # What the processors see: every token fed so far (a lazy array, never read back);
+        # _forward appends what it feeds. int32 like the fed tokens, even when empty.
+        self._context = mx.array(prefill.cache_tokens, dtype=mx.int32) if self._processors else None
         self.generated = 0
         with mx.stream(generation_stream):
-            self._pending = self._forward(fed, context_has_fed=True)
+            self._pending = self._forward(fed)
         mx.async_eval(*self._pending)  # type: ignore[no-untyped-call]
 
     def step(self) -> SoloToken:
@@ -95,11 +94,10 @@ class SoloDecoder:
             return "length"
         return None
 
-    def _forward(self, fed: mx.array, context_has_fed: bool = False) -> tuple[mx.array, mx.array]:
+    def _forward(self, fed: mx.array) -> tuple[mx.array, mx.array]:
         logits = self._model(fed.reshape(1, -1), cache=self.cache)[:, -1, :]
         if self._context is not None:
-            if not context_has_fed:
-                self._context = mx.concatenate([self._context, fed.reshape(-1)])
+            self._context = mx.concatenate([self._context, fed.reshape(-1).astype(mx.int32)])
             for processor in self._processors:
                 logits = processor(self._context, logits)
         logprobs = logits - mx.logsumexp(logits, keepdims=True)
