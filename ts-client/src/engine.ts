@@ -27,8 +27,8 @@ import {
 import { runtimeProcessSpec, type LaunchOptions } from './launch.js';
 import { ClientLogger, consoleLogger, type Logger } from './logger.js';
 import type { RuntimeEvent } from './metrics.js';
-import type { RequestOptions, RpcConnection } from './rpc.js';
-import { DEFAULT_RESTART_POLICY, Supervisor, type RestartPolicy, type RuntimeStatus } from './supervisor.js';
+import type { RequestOptions } from './rpc.js';
+import { DEFAULT_RESTART_POLICY, Supervisor, type RestartPolicy, type RuntimeLink, type RuntimeStatus } from './supervisor.js';
 import { DEFAULT_MAX_LINE_BYTES } from './transport.js';
 import type {
   ChatMessage,
@@ -212,7 +212,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         invalidNotification: (method, params, error) => this.onInvalidNotification(params, error),
         protocolError: (error) => this.reportError(error),
         exited: (error) => this.onRuntimeExit(error),
-        restore: (connection) => this.restore(connection),
+        restore: (link) => this.restore(link),
         status: (status) => this.emit('runtimeStatus', status),
       },
     );
@@ -575,7 +575,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   /** Brings a restarted runtime back to the models this engine had loaded. */
-  private async restore(connection: RpcConnection): Promise<void> {
+  private async restore({ connection, process }: RuntimeLink): Promise<void> {
     if (!this.reloadModels) return; // forgotten when the old runtime exited
     for (const [modelId, params] of [...this.models]) {
       try {
@@ -585,7 +585,7 @@ export class Engine extends EventEmitter<EngineEvents> {
           : await connection.request('load_model', params, options);
         this.emit('modelLoaded', result);
       } catch (error) {
-        if (connection.process.hasExited) throw error;
+        if (process.hasExited) throw error;
         this.models.delete(modelId);
         this.reportError(
           new MlxServingError('ModelReloadFailed', `could not reload model ${modelId} after a restart: ${(error as Error).message}`, {

@@ -1,10 +1,11 @@
 /**
- * JSON-RPC over one runtime process: request ids, per-request timeouts, answers matched by
- * id (in any order), everything the runtime sends validated against the schemas.
+ * JSON-RPC over a line reader and writer (a runtime process's stdio, or an in-memory pair in
+ * tests): request ids, per-request timeouts, answers matched by id (in any order),
+ * everything the runtime sends validated against the schemas.
  */
 import { onAbort } from './abort.js';
+import type { LineReader, LineWriter } from './lines.js';
 import type { ClientLogger } from './logger.js';
-import type { RuntimeProcess } from './transport.js';
 import type { ErrorFrame, MethodName, MethodParams, MethodResult } from './types/index.js';
 import { ProtocolError, RequestTimeoutError, RequestTooLargeError, RuntimeBackloggedError, rpcErrorFrom } from './errors.js';
 import type { ProtocolValidator } from './validation.js';
@@ -58,13 +59,16 @@ export class RpcConnection {
   maxBufferedBytes = DEFAULT_MAX_BUFFERED_BYTES;
 
   constructor(
-    readonly process: RuntimeProcess,
+    reader: LineReader,
+    private readonly writer: LineWriter,
     private readonly validator: ProtocolValidator,
     private readonly logger: ClientLogger,
     private readonly handlers: RpcHandlers,
   ) {
-    process.on('line', (line) => this.onLine(line));
-    process.on('oversize', (size, head) => this.onOversize(size, head));
+    reader.listen({
+      line: (line) => this.onLine(line),
+      oversize: (size, head) => this.onOversize(size, head),
+    });
   }
 
   get pendingCount(): number {
@@ -86,9 +90,9 @@ export class RpcConnection {
       if (bytes > this.maxFrameBytes) return Promise.reject(new RequestTooLargeError(method, bytes, this.maxFrameBytes));
     }
     // A runtime that stops reading (stopped, or stuck) must not grow this process without
-    // bound: Node keeps whatever the pipe does not take. `cancel` still goes through, so
-    // streams can always be ended.
-    const buffered = this.process.bufferedBytes;
+    // bound: the writer keeps whatever the pipe does not take. `cancel` still goes through,
+    // so streams can always be ended.
+    const buffered = this.writer.bufferedBytes;
     if (buffered > this.maxBufferedBytes && method !== 'cancel') {
       return Promise.reject(new RuntimeBackloggedError(method, buffered, this.maxBufferedBytes));
     }
@@ -123,8 +127,8 @@ export class RpcConnection {
           reject(new RequestTimeoutError(method, timeoutMs));
         }, timeoutMs);
       }
-      // A dead process is reported through close() by the supervisor, at once.
-      this.process.write(line);
+      // A dead peer is reported through close() by its owner (the supervisor), at once.
+      this.writer.write(line);
     });
   }
 

@@ -38,6 +38,12 @@ export type RuntimeStatus =
   | { state: 'circuit-open'; retryAt: number; failures: number; error: Error }
   | { state: 'stopped'; error?: Error };
 
+/** One runtime process and the JSON-RPC connection over its stdio. */
+export interface RuntimeLink {
+  readonly process: RuntimeProcess;
+  readonly connection: RpcConnection;
+}
+
 export interface SupervisorHooks {
   notification(method: string, params: unknown): void;
   invalidNotification(method: string, params: unknown, error: ProtocolError): void;
@@ -45,7 +51,7 @@ export interface SupervisorHooks {
   /** The runtime died: fail whatever is in flight outside the RPC layer (streams). */
   exited(error: RuntimeExitedError): void;
   /** A restarted runtime answered its probe; bring back what the old one held. */
-  restore(connection: RpcConnection): Promise<void>;
+  restore(link: RuntimeLink): Promise<void>;
   status(status: RuntimeStatus): void;
 }
 
@@ -89,7 +95,7 @@ function gate(): Gate {
 export class Supervisor {
   private phase: Phase = 'idle';
   private ready: Gate = gate();
-  private current: RpcConnection | undefined; // the newest process, whatever its phase
+  private current: RuntimeLink | undefined; // the newest process, whatever its phase
   private failures = 0;
   private restarts = 0;
   private lastError: Error | undefined;
@@ -124,10 +130,10 @@ export class Supervisor {
     this.phase = 'starting';
     this.hooks.status({ state: 'starting', attempt: 0 });
     try {
-      const connection = await this.launch();
+      const link = await this.launch();
       // dispose() ran while the probe was out: it ends this process, nothing becomes ready.
       if (this.isDisposed) throw new EngineDisposedError();
-      this.becomeReady(connection);
+      this.becomeReady(link);
       return this.info!;
     } catch (error) {
       if (this.isDisposed) throw new EngineDisposedError(); // shutdown() owns the phase now
@@ -145,7 +151,7 @@ export class Supervisor {
     if (this.isDisposed) throw new EngineDisposedError();
     switch (this.phase) {
       case 'ready':
-        return this.current!;
+        return this.current!.connection;
       case 'disposing':
         throw new EngineDisposedError();
       case 'stopped':
@@ -173,9 +179,9 @@ export class Supervisor {
     clearTimeout(this.timer);
     clearTimeout(this.stableTimer);
     this.ready.reject(new EngineDisposedError());
-    const connection = this.current;
-    if (connection && !connection.process.hasExited) {
-      const { process } = connection;
+    const link = this.current;
+    if (link && !link.process.hasExited) {
+      const { process, connection } = link;
       const kill = setTimeout(() => process.kill('SIGKILL'), this.options.shutdownTimeoutMs);
       connection
         .request('shutdown', undefined, { timeoutMs: this.options.shutdownTimeoutMs })
@@ -183,54 +189,56 @@ export class Supervisor {
       await process.exited;
       clearTimeout(kill);
     }
-    connection?.close(new EngineDisposedError());
+    link?.connection.close(new EngineDisposedError());
     this.phase = 'stopped';
     this.hooks.status({ state: 'stopped' });
   }
 
   /** Spawns a process and probes it; the connection is ready when this resolves. The
    * runtime reports `restartCount` as runtime/state's `restart_count`. */
-  private async launch(restartCount = this.restarts): Promise<RpcConnection> {
+  private async launch(restartCount = this.restarts): Promise<RuntimeLink> {
     const spec = this.options.spec;
     const env = { ...spec.env, MLX_SERVING_RESTART_COUNT: String(restartCount) };
     const process = new RuntimeProcess({ ...spec, env }, this.logger, this.options.maxLineBytes);
-    const connection: RpcConnection = new RpcConnection(process, this.validator, this.logger, {
-      notification: (m, p) => connection === this.current && this.hooks.notification(m, p),
-      invalidNotification: (m, p, e) => connection === this.current && this.hooks.invalidNotification(m, p, e),
-      protocolError: (e) => connection === this.current && this.hooks.protocolError(e),
+    const isCurrent = () => this.current === link;
+    const connection = new RpcConnection(process, process, this.validator, this.logger, {
+      notification: (m, p) => isCurrent() && this.hooks.notification(m, p),
+      invalidNotification: (m, p, e) => isCurrent() && this.hooks.invalidNotification(m, p, e),
+      protocolError: (e) => isCurrent() && this.hooks.protocolError(e),
     });
-    this.current = connection;
-    process.once('exit', (info) => this.onExit(connection, info));
+    const link: RuntimeLink = { process, connection };
+    this.current = link;
+    process.once('exit', (info) => this.onExit(link, info));
     try {
       this.info = await connection.request('runtime/info', undefined, { timeoutMs: this.options.startupTimeoutMs });
       connection.maxFrameBytes = this.info.limits.max_frame_bytes;
-      return connection;
+      return link;
     } catch (error) {
       process.kill('SIGKILL');
       throw error;
     }
   }
 
-  private becomeReady(connection: RpcConnection): void {
+  private becomeReady(link: RuntimeLink): void {
     this.phase = 'ready';
-    this.ready.resolve(connection);
+    this.ready.resolve(link.connection);
     clearTimeout(this.stableTimer);
     this.stableTimer = setTimeout(() => {
       this.failures = 0;
     }, this.options.restart.stableAfterMs);
     this.stableTimer.unref();
-    this.hooks.status({ state: 'ready', pid: connection.process.pid, restartCount: this.restarts, info: this.info! });
+    this.hooks.status({ state: 'ready', pid: link.process.pid, restartCount: this.restarts, info: this.info! });
   }
 
-  private onExit(connection: RpcConnection, info: ExitInfo): void {
+  private onExit(link: RuntimeLink, info: ExitInfo): void {
     if (this.isDisposed || this.phase === 'stopped') {
-      connection.close(new EngineDisposedError());
+      link.connection.close(new EngineDisposedError());
       return;
     }
-    const error = new RuntimeExitedError(info.code, info.signal, connection.process.stderrTail(), info.error);
+    const error = new RuntimeExitedError(info.code, info.signal, link.process.stderrTail(), info.error);
     // Rejecting here (not on a timeout) is what keeps callers from hanging on a dead runtime.
-    connection.close(error);
-    if (connection !== this.current || this.phase !== 'ready') return; // a start attempt: launch() reports it
+    link.connection.close(error);
+    if (link !== this.current || this.phase !== 'ready') return; // a start attempt: launch() reports it
     this.logger.warn(error.message.split('\n')[0]!);
     this.ready = gate();
     clearTimeout(this.stableTimer);
@@ -280,13 +288,14 @@ export class Supervisor {
     if (this.isDisposed) return;
     this.phase = 'starting';
     this.hooks.status({ state: 'starting', attempt: this.failures });
-    let connection: RpcConnection;
+    let link: RuntimeLink;
     try {
-      connection = await this.launch(this.restarts + 1);
-      const died = connection.process.exited.then((info) => {
-        throw new RuntimeExitedError(info.code, info.signal, connection.process.stderrTail(), info.error);
+      link = await this.launch(this.restarts + 1);
+      const { process } = link;
+      const died = process.exited.then((info) => {
+        throw new RuntimeExitedError(info.code, info.signal, process.stderrTail(), info.error);
       });
-      await Promise.race([this.hooks.restore(connection), died]);
+      await Promise.race([this.hooks.restore(link), died]);
     } catch (error) {
       if (this.phase !== 'starting') return; // disposed meanwhile
       this.logger.warn(`runtime restart failed: ${(error as Error).message.split('\n')[0]}`);
@@ -296,7 +305,7 @@ export class Supervisor {
     }
     if (this.phase !== 'starting') return;
     this.restarts += 1;
-    this.becomeReady(connection);
+    this.becomeReady(link);
   }
 }
 

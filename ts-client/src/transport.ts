@@ -5,6 +5,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 
+import type { LineListener, LineReader, LineWriter } from './lines.js';
 import type { ClientLogger } from './logger.js';
 
 export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
@@ -103,8 +104,11 @@ export interface RuntimeProcessEvents {
 /** How long to wait, after the process exited, for the rest of its stdout to be read. */
 const DRAIN_AFTER_EXIT_MS = 200;
 
-/** One spawned runtime process. Emits `line` per stdout line and `exit` exactly once. */
-export class RuntimeProcess extends EventEmitter<RuntimeProcessEvents> {
+/**
+ * One spawned runtime process. Emits `line` per stdout line and `exit` exactly once; as a
+ * LineReader and LineWriter it is what an RpcConnection talks through.
+ */
+export class RuntimeProcess extends EventEmitter<RuntimeProcessEvents> implements LineReader, LineWriter {
   private readonly child: ChildProcessWithoutNullStreams;
   private readonly tail: string[] = [];
   private exitInfo: ExitInfo | undefined;
@@ -163,6 +167,11 @@ export class RuntimeProcess extends EventEmitter<RuntimeProcessEvents> {
 
   get hasExited(): boolean {
     return this.exitInfo !== undefined || this.exitEmitted;
+  }
+
+  listen(listener: LineListener): void {
+    this.on('line', (line) => listener.line(line));
+    this.on('oversize', (size, head) => listener.oversize(size, head));
   }
 
   /** Bytes written but not yet taken by the runtime (Node buffers them when the pipe is full). */
