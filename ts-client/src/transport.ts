@@ -5,7 +5,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 
-import type { LineListener, LineReader, LineWriter } from './lines.js';
+import { QueuedLineWriter, type LineListener, type LineReader, type LineWriter } from './lines.js';
 import type { ClientLogger } from './logger.js';
 
 export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
@@ -110,6 +110,7 @@ const DRAIN_AFTER_EXIT_MS = 200;
  */
 export class RuntimeProcess extends EventEmitter<RuntimeProcessEvents> implements LineReader, LineWriter {
   private readonly child: ChildProcessWithoutNullStreams;
+  private readonly stdin: QueuedLineWriter;
   private readonly tail: string[] = [];
   private exitInfo: ExitInfo | undefined;
   private exitEmitted = false;
@@ -128,6 +129,7 @@ export class RuntimeProcess extends EventEmitter<RuntimeProcessEvents> implement
       cwd: spec.cwd,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    this.stdin = new QueuedLineWriter(this.child.stdin);
     const stdout = new LineSplitter(
       maxLineBytes,
       (line) => this.emit('line', line.toString('utf8')),
@@ -174,16 +176,15 @@ export class RuntimeProcess extends EventEmitter<RuntimeProcessEvents> implement
     this.on('oversize', (size, head) => listener.oversize(size, head));
   }
 
-  /** Bytes written but not yet taken by the runtime (Node buffers them when the pipe is full). */
+  /** Bytes written but not yet taken by the runtime: queued until the pipe drains. */
   get bufferedBytes(): number {
-    return this.child.stdin.writableLength;
+    return this.stdin.bufferedBytes;
   }
 
   /** Writes one line (a newline is appended); false when the process is gone. */
   write(line: string): boolean {
-    if (this.hasExited || !this.child.stdin.writable) return false;
-    this.child.stdin.write(line + '\n');
-    return true;
+    if (this.hasExited) return false;
+    return this.stdin.write(line);
   }
 
   kill(signal: NodeJS.Signals = 'SIGTERM'): void {
