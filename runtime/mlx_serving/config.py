@@ -35,6 +35,9 @@ LEGACY_ENV = {
     "MLX_SERVING_LOG_LEVEL": ("logging", "level"),
 }
 
+# Bounds of float fields are floats (gt=0.0, not gt=0): typing caches Annotated types by
+# equality, Meta(gt=0) == Meta(gt=0.0), so an int bound would leak into the schema of every
+# float field sharing it, in whichever form was read first.
 Positive = Annotated[int, Meta(ge=1)]
 Bytes = Annotated[int, Meta(ge=1024)]
 
@@ -91,7 +94,7 @@ class SchedulerConfig(_Section):
     # Prompts are prefilled one at a time, oldest first, in chunks sized so that one engine
     # step (a token for every decoding stream plus a chunk) takes about this long: the gap
     # between a decoding stream's tokens while long prompts arrive (engine/step_budget.py).
-    max_step_ms: Annotated[float, Meta(gt=0)] = 50.0
+    max_step_ms: Annotated[float, Meta(gt=0.0)] = 50.0
     # The largest prefill chunk, in tokens.
     prefill_chunk_tokens: Positive = 2048
     # A fixed prefill budget in tokens per step instead of the one measured against
