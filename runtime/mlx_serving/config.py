@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from .msgspec_errors import read_failure
+
 MiB = 1024 * 1024
 
 ENV_PREFIX = "MLX_SERVING_"
@@ -402,24 +404,17 @@ def _convert(
         raise ConfigError(f"{origin_of(key_path)}: {full_path}: {message}") from None
 
 
-_AT = re.compile(r" - at `\$\.?([^`]*)`$")
-_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`")
 _QUOTED = re.compile(r"`([^`]*)`")
 
 
 def _describe(exc: msgspec.ValidationError) -> tuple[str, str]:
     """msgspec's "Expected `int`, got `str` - at `$.a.b`" as ("a.b", "expected int, got
     str"); an unknown key is reported at its own path."""
-    text = str(exc)
-    found = _AT.search(text)
-    key_path = found.group(1) if found else ""
-    message = text[: found.start()] if found else text
-    unknown = _UNKNOWN.match(message)
-    if unknown:
-        key_path = ".".join(p for p in (key_path, unknown.group(1)) if p)
-        return key_path, "unknown key"
-    message = _QUOTED.sub(r"\1", message)
-    return key_path, message[:1].lower() + message[1:]
+    failure = read_failure(exc)
+    if failure.kind == "unknown_field":
+        return failure.path, "unknown key"
+    message = _QUOTED.sub(r"\1", failure.message)
+    return failure.path, message[:1].lower() + message[1:]
 
 
 def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:

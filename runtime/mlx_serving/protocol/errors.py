@@ -6,10 +6,11 @@ else raised by a handler becomes -32603 without leaking its message.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 import msgspec
+
+from ..msgspec_errors import FailureKind, read_failure
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -196,24 +197,18 @@ class NotAvailable(AppError):
     code = RUNTIME_ERROR
 
 
-_MSGSPEC_PATH = re.compile(r" - at (`key` in )?`\$([^`]*)`$")
+# How msgspec's failures become the issue codes of -32602's data.
+_ISSUE_CODES: dict[FailureKind, str] = {
+    "missing_field": "missing",
+    "out_of_range": "out_of_range",
+    "wrong_type": "invalid_type",
+    "unknown_field": "invalid",
+    "invalid": "invalid",
+}
 
 
 def invalid_params_from_msgspec(exc: msgspec.ValidationError) -> InvalidParams:
     """Turn msgspec's "<message> - at `$.a.b[0]`" into a -32602 naming the field."""
-    text = str(exc)
-    found = _MSGSPEC_PATH.search(text)
-    message = text[: found.start()] if found else text
-    field = found.group(2).lstrip(".") if found else ""
-    if found and found.group(1):
-        message = f"{message} (in a key)"
-    issue_code = "invalid_type"
-    if message.startswith("Object missing required field `"):
-        missing = message.split("`")[1]
-        field = f"{field}.{missing}" if field else missing
-        issue_code = "missing"
-    elif any(op in message for op in (">=", "<=", " > ", " < ", "length")):
-        issue_code = "out_of_range"
-    elif not message.startswith("Expected"):
-        issue_code = "invalid"
-    return InvalidParams(field or "params", message, issue_code)
+    failure = read_failure(exc)
+    message = f"{failure.message} (in a key)" if failure.in_key else failure.message
+    return InvalidParams(failure.path or "params", message, _ISSUE_CODES[failure.kind])
