@@ -181,10 +181,6 @@ class Overloaded(AppError):
         )
 
 
-class Cancelled(AppError):
-    code = CANCELLED
-
-
 class GroupFailed(AppError):
     """A distributed runtime lost a rank: it serves nothing more until restarted."""
 
