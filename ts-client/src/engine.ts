@@ -17,6 +17,7 @@ import {
   type RuntimeExitedError,
 } from './errors.js';
 import {
+  DEFAULT_MAX_UNREAD_CHUNKS,
   Generation,
   type FinishReason,
   type GenerationChunk,
@@ -82,6 +83,8 @@ export interface EngineOptions extends LaunchOptions {
   reloadModelsOnRestart?: boolean;
   /** Fail a stream that receives nothing for this long (default 0: no limit). */
   streamIdleTimeoutMs?: number;
+  /** Default of GeneratorOptions.maxUnreadChunks for every stream (8192; 0: no bound). */
+  maxUnreadChunks?: number;
   /** Client messages and the runtime's stderr (default: warnings and errors to stderr). */
   logger?: Logger;
 }
@@ -124,6 +127,10 @@ export interface GeneratorOptions {
   signal?: AbortSignal;
   /** Timeout of the `generate` request itself (the acknowledgement, not the stream). */
   timeoutMs?: number;
+  /** Chunks received but not yet read that the stream may hold (default the engine's,
+   * 8192; 0: no bound). One more cancels the stream on the runtime and fails the iteration
+   * with SlowConsumerError after the chunks that were waiting. */
+  maxUnreadChunks?: number;
 }
 
 export interface GenerationResult {
@@ -181,6 +188,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly requestTimeoutMs: number;
   private readonly loadTimeoutMs: number;
   private readonly streamIdleTimeoutMs: number;
+  private readonly maxUnreadChunks: number;
   private readonly reloadModels: boolean;
   /** Restarts a stream's idle timer, by stream id (only with streamIdleTimeoutMs). */
   private readonly idleTimers = new Map<string, () => void>();
@@ -192,6 +200,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.loadTimeoutMs = options.loadTimeoutMs ?? 600_000;
     this.streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? 0;
+    this.maxUnreadChunks = options.maxUnreadChunks ?? DEFAULT_MAX_UNREAD_CHUNKS;
     this.reloadModels = options.reloadModelsOnRestart ?? false;
     const restart =
       options.restart === false
@@ -339,7 +348,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     options: GeneratorOptions,
   ): Generation {
     const streamId = params.stream_id ?? `ts-${randomUUID()}`;
-    const generation = new Generation(streamId, params.model_id, this.control);
+    const maxUnreadChunks = options.maxUnreadChunks ?? this.maxUnreadChunks;
+    const generation = new Generation(streamId, params.model_id, this.control, maxUnreadChunks);
     let wire: GenerateParams;
     try {
       wire = toWireParams({ ...params, stream_id: streamId });

@@ -160,6 +160,21 @@ export class StreamFailedError extends MlxServingError {
   }
 }
 
+/**
+ * A stream's consumer fell behind: more than `maxUnreadChunks` chunks it had not read were
+ * waiting, so the client cancelled the stream on the runtime instead of buffering it
+ * without bound. Thrown from the iteration after the chunks that were waiting.
+ */
+export class SlowConsumerError extends MlxServingError {
+  constructor(readonly streamId: string, readonly maxUnreadChunks: number) {
+    super(
+      'SlowConsumer',
+      `stream ${streamId} cancelled: its consumer fell more than ${maxUnreadChunks} chunks behind (maxUnreadChunks)`,
+      { details: { streamId, maxUnreadChunks } },
+    );
+  }
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

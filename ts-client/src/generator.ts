@@ -2,9 +2,10 @@
  * One generation stream as an async iterable: token chunks as the runtime sends them (and,
  * when the request asked for them, reasoning chunks and whole tool calls), then one `stats`
  * chunk carrying the finish reason. Errors (the runtime's, a crash, a protocol
- * violation) are thrown from the iteration after the tokens that came before them.
+ * violation, a consumer that fell too far behind) are thrown from the iteration after the
+ * tokens that came before them.
  */
-import { ProtocolError } from './errors.js';
+import { ProtocolError, SlowConsumerError } from './errors.js';
 import type { StreamChunk, StreamCompleted, StreamStats, StreamToolCall, TopLogprob } from './types/index.js';
 import type { COMPAT_FINISH_REASONS } from './validation.js';
 
@@ -65,6 +66,29 @@ export interface StreamControl {
   cancel(streamId: string): void;
 }
 
+/**
+ * How many chunks a stream keeps for a consumer that has not read them (0: no bound).
+ *
+ * Past the bound the stream is cancelled on the runtime and fails with SlowConsumerError
+ * (as a NATS client drops a "slow consumer"). The other ways out are worse here: stdout
+ * carries every stream and every answer, so pausing it for one idle reader would stall the
+ * rest (its `cancel` answers included); dropping chunks would break the promise that the
+ * texts concatenate exactly; and the protocol has no per-stream flow control (HTTP/2's
+ * windows) to slow one stream down. Cancelling also frees the stream's batch slot.
+ *
+ * The runtime bounds its side too, differently: its outbound queue (8 MiB,
+ * `limits.outbound_queue_bytes`, shared by all streams) pauses generation when this process
+ * stops reading stdout altogether. This client reads stdout as it comes, so that queue never
+ * fills on account of one idle consumer; without this bound its chunks would pile up here.
+ *
+ * The default must exceed what one read of stdout can hold for one stream, since a whole
+ * read is delivered before any consumer runs: 64 KiB of lines, some 1,300 short chunks. At
+ * twice the runtime's default `max_tokens` limit (4096) a default stream always fits, and
+ * one stream's backlog stays near a megabyte (more with `include_cumulative_text`, where
+ * each chunk repeats the text so far).
+ */
+export const DEFAULT_MAX_UNREAD_CHUNKS = 8192;
+
 interface Waiter {
   resolve(result: IteratorResult<GenerationChunk>): void;
   reject(error: unknown): void;
@@ -96,6 +120,7 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     readonly streamId: string,
     readonly modelId: string,
     private readonly control: StreamControl,
+    private readonly maxUnreadChunks = DEFAULT_MAX_UNREAD_CHUNKS,
   ) {}
 
   /** True once the stream has ended (its final chunk is queued, or it failed). */
@@ -216,8 +241,18 @@ export class Generation implements AsyncIterable<GenerationChunk> {
   private deliver(chunk: GenerationChunk): void {
     if (this.drained) return;
     const waiter = this.waiters.shift();
-    if (waiter) waiter.resolve({ done: false, value: chunk });
-    else this.queue.push(chunk);
+    if (waiter) {
+      waiter.resolve({ done: false, value: chunk });
+    } else if (this.isBehind() && chunk.type !== 'stats') {
+      // The final chunk does not count: the stream ends with it and grows no further.
+      this.fail(new SlowConsumerError(this.streamId, this.maxUnreadChunks), { cancelOnRuntime: true });
+    } else {
+      this.queue.push(chunk);
+    }
+  }
+
+  private isBehind(): boolean {
+    return this.maxUnreadChunks > 0 && this.queue.length >= this.maxUnreadChunks;
   }
 
   private end(): void {

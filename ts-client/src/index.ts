@@ -29,6 +29,7 @@ export {
   RPC_CODE_NAMES,
   RpcError,
   RuntimeExitedError,
+  SlowConsumerError,
   StreamFailedError,
 } from './errors.js';
 export type { LaunchOptions } from './launch.js';

@@ -108,6 +108,11 @@ function generate(id: unknown, params: Record<string, unknown>): void {
       notify('stream.chunk', chunk(streamId, 'tick', 1));
       open.add(streamId);
       return;
+    case 'flood':
+      // 200 chunks at once, then open until cancelled: a consumer that does not read falls behind.
+      for (let i = 0; i < 200; i += 1) notify('stream.chunk', chunk(streamId, `t${i} `, i));
+      open.add(streamId);
+      return;
     default:
       notify('stream.chunk', chunk(streamId, 'fine', 1));
       notify('stream.stats', stats(streamId, 1));
