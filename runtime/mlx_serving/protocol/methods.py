@@ -263,11 +263,6 @@ class BatchTokenizeParams(msgspec.Struct, kw_only=True):
     requests: Annotated[list[TokenizeParams], Meta(max_length=1024)]
 
 
-class ItemError(msgspec.Struct, kw_only=True):
-    code: int
-    message: str
-
-
 class BatchItemResult(msgspec.Struct, kw_only=True):
     """One entry of a batch result: `error` is the message string (compat clients do
     `new Error(error)`); `error_code` and `error_data` carry the rest."""
