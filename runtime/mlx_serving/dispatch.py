@@ -6,6 +6,9 @@ become JSON-RPC errors; nothing a handler raises can stop the dispatcher. Every 
 gets exactly one answer, also when the runtime stops: from then on requests are refused
 with -32099, and pool work that does not finish in time is answered the same way. Every
 answer line, a batch's included, stays within the output line limit.
+
+dispatch_errors.py words what cannot be served (unusable frames, handler exceptions);
+dispatch_answers.py gathers a batch's answers into lines.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Protocol
 import msgspec
 
 from . import json_scan
+from .dispatch_answers import BatchAnswer, Outcome
+from .dispatch_errors import client_error, encode_error, invalid_request, too_deep
 from .protocol.envelope import NULL_ID, ErrorFrame, RequestFrame, ResultFrame, valid_id
 from .protocol.errors import (
     INTERNAL_ERROR,
@@ -31,8 +36,6 @@ from .protocol.errors import (
     ErrorObject,
     InvalidParams,
     Overloaded,
-    RpcError,
-    invalid_params_from_msgspec,
 )
 
 log = logging.getLogger(__name__)
@@ -68,26 +71,9 @@ class RequestObserver(Protocol):
     def request_answered(self, method: str, error: ErrorObject | None, seconds: float) -> None: ...
 
 
-@dataclass
-class _Outcome:
-    frame: bytes | None = None
-    after_sent: Callable[[], None] | None = None
-    on_dropped: Callable[[], None] | None = None
-    error: ErrorObject | None = None
-    # Set on results only: the id a result too big for its batch's answer is refused with.
-    request_id: msgspec.Raw | None = None
-
-
 _request_decoder = msgspec.json.Decoder(RequestFrame)
 _batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-_any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
-
-
-def encode_error(request_id: msgspec.Raw, code: int, message: str, data: Any = None) -> bytes:
-    return _encoder.encode(
-        ErrorFrame(id=request_id, error=ErrorObject(code=code, message=message, data=data))
-    )
 
 
 class Dispatcher:
@@ -142,13 +128,13 @@ class Dispatcher:
         try:
             frame = _request_decoder.decode(stripped)
         except msgspec.ValidationError:
-            self._send(_invalid_request(stripped))
+            self._send(invalid_request(stripped))
             return
         except msgspec.DecodeError:
             self._send(encode_error(NULL_ID, PARSE_ERROR, "Parse error"))
             return
         except RecursionError:
-            self._send(_too_deep(stripped))
+            self._send(too_deep(stripped))
             return
         self._dispatch(frame, self._deliver)
 
@@ -165,71 +151,40 @@ class Dispatcher:
             # One entry nests too deeply: answer it alone, and the others as usual.
             entries = json_scan.elements(line)
             if entries is None:
-                self._send(_too_deep(line))
+                self._send(too_deep(line))
                 return
         if not entries:
             self._send(encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request: empty batch"))
             return
-        collector = _BatchCollector(len(entries), self._deliver_batch)
+        collector = BatchAnswer(len(entries), self._send, self._max_line)
         for entry in entries:
             try:
                 frame = _request_decoder.decode(entry)
             except msgspec.DecodeError:
-                collector.add(_Outcome(frame=_invalid_request(bytes(entry))))
+                collector.add(Outcome(frame=invalid_request(bytes(entry))))
                 continue
             except RecursionError:
-                collector.add(_Outcome(frame=_too_deep(bytes(entry))))
+                collector.add(Outcome(frame=too_deep(bytes(entry))))
                 continue
             self._dispatch(frame, collector.add)
 
-    def _deliver_batch(self, outcomes: list[_Outcome]) -> None:
-        answered = [o for o in outcomes if o.frame is not None]
-        self._fit_line(answered)
-        for line in _batch_lines([o.frame for o in answered if o.frame], self._max_line):
-            self._send(line)
-        for outcome in outcomes:
-            if outcome.after_sent is not None:
-                outcome.after_sent()
-
-    def _fit_line(self, answered: list[_Outcome]) -> None:
-        """Each answer was checked against the line limit alone, but a batch is answered
-        on one line: while the joined line is too long, the largest result gives way to
-        an error, so that every request still gets exactly one answer, in one array."""
-        size = 1 + sum(len(o.frame) + 1 for o in answered if o.frame)
-        results = [o for o in answered if o.request_id is not None and o.frame]
-        results.sort(key=lambda o: len(o.frame or b""), reverse=True)
-        message = (
-            f"result does not fit the batch answer's {self._max_line}-byte line limit; "
-            "send this request on its own"
-        )
-        for outcome in results:
-            if size <= self._max_line:
-                return
-            assert outcome.frame is not None and outcome.request_id is not None
-            error = encode_error(outcome.request_id, INTERNAL_ERROR, message)
-            size += len(error) - len(outcome.frame)
-            outcome.frame = error
-            if outcome.on_dropped is not None:
-                outcome.on_dropped()
-            outcome.after_sent = outcome.on_dropped = None
-
     # -- single requests -------------------------------------------------------------------
 
-    def _deliver(self, outcome: _Outcome) -> None:
+    def _deliver(self, outcome: Outcome) -> None:
         if outcome.frame is not None:
             self._send(outcome.frame)
         if outcome.after_sent is not None:
             outcome.after_sent()
 
-    def _dispatch(self, frame: RequestFrame, done: Callable[[_Outcome], None]) -> None:
+    def _dispatch(self, frame: RequestFrame, done: Callable[[Outcome], None]) -> None:
         request_id = NULL_ID if frame.id is msgspec.UNSET else frame.id
         if not valid_id(request_id):
-            done(_Outcome(frame=encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request")))
+            done(Outcome(frame=encode_error(NULL_ID, INVALID_REQUEST, "Invalid Request")))
             return
         if frame.jsonrpc != "2.0":
             # The id was readable, so JSON-RPC 2.0 wants it echoed (null only when it is not).
             message = 'Invalid Request: jsonrpc must be "2.0"'
-            done(_Outcome(frame=encode_error(request_id, INVALID_REQUEST, message)))
+            done(Outcome(frame=encode_error(request_id, INVALID_REQUEST, message)))
             return
         method = self._methods.get(frame.method)
         if self._observer is not None:
@@ -259,9 +214,7 @@ class Dispatcher:
 
         self._executor.submit(work)
 
-    def _observed(
-        self, method: str, done: Callable[[_Outcome], None]
-    ) -> Callable[[_Outcome], None]:
+    def _observed(self, method: str, done: Callable[[Outcome], None]) -> Callable[[Outcome], None]:
         """`done`, recording the request first: a metrics call made after this answer was
         read already counts it."""
         observer = self._observer
@@ -269,7 +222,7 @@ class Dispatcher:
         observer.request_received()
         received = time.perf_counter()
 
-        def answered(outcome: _Outcome) -> None:
+        def answered(outcome: Outcome) -> None:
             observer.request_answered(method, outcome.error, time.perf_counter() - received)
             done(outcome)
 
@@ -280,29 +233,24 @@ class Dispatcher:
             self._running.discard(answer)
             self._running_changed.notify_all()
 
-    def _refusal(self, frame: RequestFrame) -> _Outcome:
+    def _refusal(self, frame: RequestFrame) -> Outcome:
         return self._reply_error(frame, RUNTIME_ERROR, "runtime is shutting down")
 
-    def _run(self, method: Method, frame: RequestFrame) -> _Outcome:
+    def _run(self, method: Method, frame: RequestFrame) -> Outcome:
         try:
             params = self._decode_params(method, frame.params)
             result = method.handler(params)
-        except RpcError as exc:
-            return self._reply_error(frame, exc.code, exc.message, exc.data)
-        except msgspec.ValidationError as exc:
-            error = invalid_params_from_msgspec(exc)
+        except Exception as exc:
+            error = client_error(exc)
+            if error is None:
+                log.exception("internal error in %s", frame.method)
+                return self._reply_error(frame, INTERNAL_ERROR, "Internal error")
             return self._reply_error(frame, error.code, error.message, error.data)
-        except RecursionError:
-            error = InvalidParams("params", "nested too deeply")
-            return self._reply_error(frame, error.code, error.message, error.data)
-        except Exception:
-            log.exception("internal error in %s", frame.method)
-            return self._reply_error(frame, INTERNAL_ERROR, "Internal error")
         after_sent = on_dropped = None
         if isinstance(result, Deferred):
             result, after_sent, on_dropped = result.result, result.after_sent, result.on_dropped
         if frame.is_notification:
-            return _Outcome(after_sent=after_sent, on_dropped=on_dropped)
+            return Outcome(after_sent=after_sent, on_dropped=on_dropped)
         assert not isinstance(frame.id, msgspec.UnsetType)
         encoded = _encoder.encode(ResultFrame(id=frame.id, result=result))
         if len(encoded) > self._max_line:
@@ -311,7 +259,7 @@ class Dispatcher:
             return self._reply_error(
                 frame, INTERNAL_ERROR, f"result exceeds the {self._max_line}-byte line limit"
             )
-        return _Outcome(
+        return Outcome(
             frame=encoded, after_sent=after_sent, on_dropped=on_dropped, request_id=frame.id
         )
 
@@ -324,64 +272,13 @@ class Dispatcher:
         return method.decoder.decode(raw)
 
     @staticmethod
-    def _reply_error(frame: RequestFrame, code: int, message: str, data: Any = None) -> _Outcome:
+    def _reply_error(frame: RequestFrame, code: int, message: str, data: Any = None) -> Outcome:
         error = ErrorObject(code=code, message=message, data=data)
         if frame.is_notification:
             log.info("error in notification %s: %s", frame.method, message)
-            return _Outcome(error=error)
+            return Outcome(error=error)
         assert not isinstance(frame.id, msgspec.UnsetType)
-        return _Outcome(frame=_encoder.encode(ErrorFrame(id=frame.id, error=error)), error=error)
-
-
-def _batch_lines(frames: list[bytes], max_line: int) -> list[bytes]:
-    """A batch answer as one array, or as several when even its errors overflow one line
-    (a batch of very many entries, or of very long ids): clients match answers by id, and
-    each line they get is a JSON-RPC batch answer they can parse."""
-    lines: list[bytes] = []
-    part: list[bytes] = []
-    size = 1  # "[" and, per frame, the frame and the "," or "]" after it
-    for frame in frames:
-        if part and size + len(frame) + 1 > max_line:
-            lines.append(b"[" + b",".join(part) + b"]")
-            part, size = [], 1
-        part.append(frame)
-        size += len(frame) + 1
-    if part:
-        lines.append(b"[" + b",".join(part) + b"]")
-    return lines
-
-
-def _invalid_request(raw: bytes) -> bytes:
-    """-32600, echoing the id when the malformed request still had a usable one."""
-    return encode_error(_readable_id(raw), INVALID_REQUEST, "Invalid Request")
-
-
-def _too_deep(raw: bytes) -> bytes:
-    # Nested beyond what the decoder recurses into (anywhere, even in a member nobody
-    # reads): not a usable request, but its id may well be readable.
-    return encode_error(_readable_id(raw), INVALID_REQUEST, "Invalid Request: nested too deeply")
-
-
-def _readable_id(raw: bytes) -> msgspec.Raw:
-    """The id of a request that cannot be served, when it has a usable one (JSON-RPC 2.0
-    wants it echoed; null only when it cannot be read)."""
-    try:
-        value = _any_decoder.decode(raw)
-    except msgspec.DecodeError:
-        return NULL_ID
-    except RecursionError:
-        # The top level alone: the id is a scalar, wherever the deep nesting is.
-        member = json_scan.member(raw, "id")
-        if member is None:
-            return NULL_ID
-        try:
-            value = {"id": _any_decoder.decode(member)}
-        except (msgspec.DecodeError, RecursionError):
-            return NULL_ID
-    if not isinstance(value, dict) or "id" not in value or isinstance(value["id"], bool):
-        return NULL_ID
-    candidate = msgspec.Raw(_encoder.encode(value["id"]))
-    return candidate if valid_id(candidate) else NULL_ID
+        return Outcome(frame=_encoder.encode(ErrorFrame(id=frame.id, error=error)), error=error)
 
 
 class _AnswerOnce:
@@ -391,7 +288,7 @@ class _AnswerOnce:
     def __init__(
         self,
         frame: RequestFrame,
-        done: Callable[[_Outcome], None],
+        done: Callable[[Outcome], None],
         finished: Callable[[_AnswerOnce], None],
     ) -> None:
         self.frame = frame
@@ -400,7 +297,7 @@ class _AnswerOnce:
         self._lock = threading.Lock()
         self._settled = False
 
-    def settle(self, outcome: _Outcome) -> None:
+    def settle(self, outcome: Outcome) -> None:
         with self._lock:
             first, self._settled = not self._settled, True
         if not first:
@@ -412,21 +309,3 @@ class _AnswerOnce:
         finally:
             # After `done`: close() waits for this, so the answer is queued by then.
             self._finished(self)
-
-
-class _BatchCollector:
-    """Gathers the outcomes of one batch's entries, which finish on different threads."""
-
-    def __init__(self, size: int, deliver: Callable[[list[_Outcome]], None]) -> None:
-        self._remaining = size
-        self._outcomes: list[_Outcome] = []
-        self._deliver = deliver
-        self._lock = threading.Lock()
-
-    def add(self, outcome: _Outcome) -> None:
-        with self._lock:
-            self._outcomes.append(outcome)
-            self._remaining -= 1
-            complete = self._remaining == 0
-        if complete:
-            self._deliver(self._outcomes)

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import msgspec
 
 from .config import Settings, settings_from_environment
-from .dispatch import Dispatcher, encode_error
+from .dispatch import Dispatcher
+from .dispatch_errors import encode_error
 from .distributed.engine import DistributedEngine
 from .distributed.group import Group, GroupStartError, start_group
 from .distributed.hostfile import HostfileError
