@@ -30,6 +30,9 @@ class StreamChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     reasoning: bool = False
 
 
+# This runtime never sends the batched form. It is declared because PROTOCOL.md allows it
+# (compat runtimes sent it) and clients check stream.chunk against the generated schema:
+# the TS client validates every notification, so without it a batch would be refused.
 class StreamChunkBatch(msgspec.Struct, kw_only=True):
     """`stream.chunk`, batched form: several single chunks of one flush in one line."""
 
