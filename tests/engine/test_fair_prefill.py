@@ -15,6 +15,7 @@ import pytest
 from mlx_serving.config import SchedulerConfig, Settings
 from mlx_serving.engine.batch_lane import BatchLane, LaneToken
 from mlx_serving.engine.engine import Engine
+from mlx_serving.engine.lockstep import SingleProcess
 from mlx_serving.engine.step_budget import StepBudget
 from mlx_serving.protocol.methods import GenerateParams, LoadModelParams
 
@@ -22,9 +23,9 @@ BUDGET = 48  # prompt tokens per step
 PROMPT = 400
 
 
-class StepRecorder:
-    """The sink and a wrapped lane step: which step each token came out of (counted at
-    the lane: the text of a token can reach the sink a step later, when the detokenizer
+class StepRecorder(SingleProcess):
+    """The sink and the scheduler's lockstep: which step each token came out of (counted
+    at the lane: the text of a token can reach the sink a step later, when the detokenizer
     held back part of a UTF-8 character)."""
 
     def __init__(self) -> None:
@@ -47,6 +48,21 @@ class StepRecorder:
             event = self.finished.setdefault(stream_id, threading.Event())
         assert event.wait(60)
 
+    def decode(self, lane: BatchLane) -> list[LaneToken]:
+        with self.lock:
+            self.step += 1
+        return self._record(super().decode(lane))
+
+    def prefill(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
+        return self._record(super().prefill(lane, prefill_tokens))
+
+    def _record(self, tokens: list[LaneToken]) -> list[LaneToken]:
+        with self.lock:
+            for token in tokens:
+                self.first_token_step.setdefault(token.stream_id, self.step)
+                self.token_steps.setdefault(token.stream_id, []).append(self.step)
+        return tokens
+
 
 @pytest.fixture
 def engine(llama_dir: Path) -> Iterator[tuple[Engine, StepRecorder]]:
@@ -54,27 +70,7 @@ def engine(llama_dir: Path) -> Iterator[tuple[Engine, StepRecorder]]:
     # RAM prompt cache only: blocks left on disk by an earlier run would skip prefill.
     scheduler = SchedulerConfig(prefill_token_budget=BUDGET, prompt_cache_dir="")
     settings = Settings(scheduler=scheduler)
-    engine = Engine(settings, recorder)
-    scheduler = engine.scheduler
-    real_decode, real_prefill = scheduler._decode_lane, scheduler._prefill_lane
-
-    def record(tokens: list[LaneToken]) -> list[LaneToken]:
-        with recorder.lock:
-            for token in tokens:
-                recorder.first_token_step.setdefault(token.stream_id, recorder.step)
-                recorder.token_steps.setdefault(token.stream_id, []).append(recorder.step)
-        return tokens
-
-    def counted_decode(lane: BatchLane) -> list[LaneToken]:
-        with recorder.lock:
-            recorder.step += 1
-        return record(real_decode(lane))
-
-    def counted_prefill(lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
-        return record(real_prefill(lane, prefill_tokens))
-
-    scheduler._decode_lane = counted_decode  # type: ignore[method-assign]
-    scheduler._prefill_lane = counted_prefill  # type: ignore[method-assign]
+    engine = Engine(settings, recorder, lockstep=recorder)
     engine.load(LoadModelParams(model_id="m", local_path=str(llama_dir)))
     try:
         yield engine, recorder

@@ -19,6 +19,7 @@ from tests.reliability.stdio import send, start_runtime
 from mlx_serving.config import SchedulerConfig, Settings
 from mlx_serving.engine.batch_lane import BatchLane, LaneToken
 from mlx_serving.engine.engine import Engine
+from mlx_serving.engine.lockstep import SingleProcess
 from mlx_serving.protocol.methods import GenerateParams, LoadModelParams
 
 
@@ -36,22 +37,27 @@ class RecordingSink:
             return [(n, p) for n, p in self.frames if p["stream_id"] == stream_id]
 
 
-def test_streams_end_at_stop_while_the_engine_is_inside_a_long_step(llama_dir: Path) -> None:
-    sink = RecordingSink()
-    engine = Engine(Settings(scheduler=SchedulerConfig(prompt_cache_dir="")), sink)
-    engine.load(LoadModelParams(model_id="m", local_path=str(llama_dir)))
-    in_step = threading.Event()
-    release = threading.Event()
-    real_prefill = engine.scheduler._prefill_lane
+class LongPrefill(SingleProcess):
+    """Stands in for a prefill chunk that takes longer than stop()'s timeout."""
 
-    def long_prefill(lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
-        # Stands in for a prefill chunk that takes longer than stop()'s timeout.
-        tokens = real_prefill(lane, prefill_tokens)
-        in_step.set()
-        release.wait(30)
+    def __init__(self) -> None:
+        self.in_step = threading.Event()
+        self.release = threading.Event()
+
+    def prefill(self, lane: BatchLane, prefill_tokens: int) -> list[LaneToken]:
+        tokens = super().prefill(lane, prefill_tokens)
+        self.in_step.set()
+        self.release.wait(30)
         return tokens
 
-    engine.scheduler._prefill_lane = long_prefill  # type: ignore[method-assign]
+
+def test_streams_end_at_stop_while_the_engine_is_inside_a_long_step(llama_dir: Path) -> None:
+    sink = RecordingSink()
+    stall = LongPrefill()
+    settings = Settings(scheduler=SchedulerConfig(prompt_cache_dir=""))
+    engine = Engine(settings, sink, lockstep=stall)
+    engine.load(LoadModelParams(model_id="m", local_path=str(llama_dir)))
+    in_step, release = stall.in_step, stall.release
     params = GenerateParams(model_id="m", prompt="hello", max_tokens=100)
     streams = [engine.prepare_stream(params) for _ in range(3)]
     for stream in streams[:2]:

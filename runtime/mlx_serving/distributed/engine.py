@@ -1,9 +1,9 @@
 """The engine of rank 0 in a distributed runtime.
 
 Tokenizing, validation and the stream protocol stay rank 0's alone, as in one process.
-What every rank must do at once goes through the lockstep scheduler: loads and unloads
-run on its engine thread, between batch steps, after every rank has been told, and each
-request's sampling seed is drawn here so that every rank draws the same tokens.
+What every rank must do at once goes through the scheduler's lockstep (lockstep.py): loads
+and unloads run on its engine thread, between batch steps, after every rank has been told,
+and each request's sampling seed is drawn here so that every rank draws the same tokens.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from ..protocol.methods import (
 )
 from .group import Group
 from .loading import load_on_all_ranks
+from .lockstep import GroupLockstep, failure_message
 from .ops import Load, Unload
-from .scheduler import LockstepScheduler, failure_message
 
 STRATEGIES: dict[str | None, ShardStrategy] = {"pipeline": "pipeline", "tensor": "tensor"}
 
@@ -37,14 +37,8 @@ STRATEGIES: dict[str | None, ShardStrategy] = {"pipeline": "pipeline", "tensor":
 class DistributedEngine(Engine):
     def __init__(self, settings: Settings, sink: StreamSink, group: Group) -> None:
         self.group = group
-        self.lockstep = LockstepScheduler(
-            group,
-            sink,
-            settings.limits.max_active_streams,
-            settings.scheduler,
-            settings.distributed,
-        )
-        super().__init__(settings, sink, scheduler=self.lockstep)
+        self.lockstep = GroupLockstep(group, settings.distributed)
+        super().__init__(settings, sink, lockstep=self.lockstep)
 
     def distributed_status(self) -> DistributedStatus:
         models = {m.model_id: STRATEGIES[m.sharding] for m in self.models if m.sharding}

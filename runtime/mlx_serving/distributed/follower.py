@@ -20,6 +20,7 @@ from ..engine.stream import StreamRequest
 from .channel import Channel
 from .group import gather_status
 from .loading import RanksRefused, load_on_all_ranks
+from .lockstep import lockstep_lane
 from .ops import (
     Admit,
     DropLane,
@@ -33,7 +34,6 @@ from .ops import (
     Unload,
     decode,
 )
-from .scheduler import lockstep_lane
 
 log = logging.getLogger(__name__)
 

@@ -78,6 +78,10 @@ class BatchLane:
     def prefilling(self) -> bool:
         return bool(self._waiting)
 
+    def prefill_budget(self) -> int:
+        """Prompt tokens the next prefill may feed, as measured so far (step_budget.py)."""
+        return self.budget.tokens(decoding=self.decoding > 0)
+
     def admit(self, request: StreamRequest, eos_token_ids: set[int]) -> int:
         """Queue a stream for prefill; returns how many prompt tokens came from the cache."""
         lookup = self.prompt_cache.fetch(request.prompt_tokens)

@@ -26,6 +26,7 @@ from .drafts import check_draft
 from .encoders import load_embedding_model, refuse_encoder
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
+from .lockstep import Lockstep
 from .memory import MemoryLedger, Residency, effective_settings, memory_budget
 from .memory.budget import apply_mlx_limits
 from .memory.release import release_freed_memory
@@ -45,8 +46,9 @@ RELEASE_WAIT_S = 5.0
 
 class Engine:
     def __init__(
-        self, settings: Settings, sink: StreamSink, scheduler: Scheduler | None = None
+        self, settings: Settings, sink: StreamSink, lockstep: Lockstep | None = None
     ) -> None:
+        """`lockstep`: what keeps the other ranks of a distributed group in step."""
         self.budget = memory_budget(settings)
         # Each model's prompt cache is held to its share of the budget.
         settings = effective_settings(settings, self.budget)
@@ -54,8 +56,8 @@ class Engine:
         self.settings = settings
         self.models = ModelRegistry()
         self.guidance = GuidanceCompiler()
-        self.scheduler = scheduler or Scheduler(
-            sink, settings.limits.max_active_streams, settings.scheduler
+        self.scheduler = Scheduler(
+            sink, settings.limits.max_active_streams, settings.scheduler, lockstep
         )
         self.vision = VisionEngine(settings, sink, self.models, self.scheduler)
         self.models.on_retire(self._model_retired)
@@ -73,10 +75,11 @@ class Engine:
             },
             self.unload,
         )
-        self.scheduler.on_release = self.residency.stream_ended
+        self.scheduler.pending.on_release = self.residency.stream_ended
         self.residency.release_memory = self._release_freed_memory
         # The prompt cache's folder is indexed now, in the background, not at first use.
         kv_disk.open_configured_store(settings.scheduler)
+        self.scheduler.start_engine_thread()
 
     # -- models ----------------------------------------------------------------------------
 
