@@ -133,7 +133,7 @@ class Engine:
     def _model_retired(self, model: LoadedModel, reason: str) -> None:
         """End the streams of a model the registry let go of, whoever replaced it."""
         self.scheduler.fail_model(model, reason)
-        self.vision.fail_model(model.model_id, reason)
+        self.vision.fail_model(model, reason)
         # Its tokenizer may differ from the next model's under the same id.
         self.guidance.forget(model.model_id)
 
@@ -268,7 +268,8 @@ class Engine:
         self.scheduler.release(stream_id)
 
     def cancel(self, stream_id: str) -> bool:
-        return self.vision.cancel(stream_id) or self.scheduler.cancel(stream_id)
+        """One cancel for text and vision streams: they share `scheduler.pending`."""
+        return self.scheduler.cancel(stream_id)
 
     def _draft_for(self, primary: LoadedModel, draft_id: str | None) -> LoadedModel | None:
         if draft_id is None:

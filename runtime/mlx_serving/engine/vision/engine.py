@@ -1,9 +1,10 @@
 """The vision side of the Engine: load_vision_model, and the streams of vision models.
 
 Vision models live in the Engine's one model registry (so unload_model, runtime/state and
-the loaded-model bound see them), and their stream ids come from the text scheduler's
-reservation (one id space, one active-stream limit). What differs is how a prompt becomes
-tokens (mlx-vlm's processor, images included) and where the stream runs (`VisionLane`).
+the loaded-model bound see them), and their streams go through the text scheduler's
+`PendingStreams` (one id space, one active-stream limit, one way to cancel). What differs
+is how a prompt becomes tokens (mlx-vlm's processor, images included) and where the
+stream runs (`VisionLane`).
 """
 
 from __future__ import annotations
@@ -48,15 +49,13 @@ class VisionEngine:
     ) -> None:
         self._settings = settings
         self._models = models
-        self._scheduler = scheduler
-        self._lane = VisionLane(sink, scheduler.release)
+        self._lane = VisionLane(sink, scheduler.pending)
         limits = settings.vision
         self._pixels = PixelBudget(limits.max_pixels_in_flight, limits.pixel_wait_ms / 1000)
-        # Guards the two fields below, and orders `start` against `fail_model`.
         self._lock = threading.Lock()
-        # Prepared and acknowledged but not started yet: stream_id -> its inputs.
+        # Prepared and acknowledged but not started yet: stream_id -> its inputs (under
+        # _lock: request threads hold, start and forget them).
         self._prepared: dict[str, VisionInputs] = {}
-        self._cancel_on_start: set[str] = set()
 
     # -- models ----------------------------------------------------------------------------
 
@@ -97,20 +96,10 @@ class VisionEngine:
             image_size=loaded.image_size,
         )
 
-    def fail_model(self, model_id: str, reason: str) -> None:
-        # Under the lock that `start` checks the registry under: a stream being started is
-        # then either refused there or already in the lane to be failed here.
-        with self._lock:
-            self._lane.fail_model(model_id, reason)
-
-    def _gone(self, model: LoadedModel) -> str | None:
-        """Why `model` can serve no stream (the reason unload_model and a reload give its
-        streams); None while the registry holds this very object under its id."""
-        try:
-            current = self._models.get(model.model_id)
-        except ModelNotLoaded:
-            return f"model '{model.model_id}' was unloaded"
-        return None if current is model else f"model '{model.model_id}' was replaced"
+    def fail_model(self, model: LoadedModel, reason: str) -> None:
+        """End the streams of a model the registry retired; those started later end when
+        the lane admits them (`LoadedModel.retirement`)."""
+        self._lane.fail_model(model, reason)
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -148,31 +137,19 @@ class VisionEngine:
             self._prepared[stream_id] = inputs
 
     def start(self, request: StreamRequest) -> bool:
-        """Start a prepared vision stream; False when the request is not one."""
+        """Start a prepared vision stream; False when the request is not one. A cancel
+        that came first waits for it in the shared `PendingStreams`."""
         with self._lock:
             inputs = self._prepared.pop(request.stream_id, None)
-            if inputs is None:
-                return False
-            cancelled = request.stream_id in self._cancel_on_start
-            self._cancel_on_start.discard(request.stream_id)
-            # Unloaded or replaced since it was prepared: it ends with the error the
-            # model's other streams got, without running.
-            failure = self._gone(request.model)
-            self._lane.start(request, inputs, cancelled=cancelled, failure=failure)
+        if inputs is None:
+            return False
+        self._lane.start(request, inputs)
         return True
-
-    def cancel(self, stream_id: str) -> bool:
-        with self._lock:
-            if stream_id in self._prepared:
-                self._cancel_on_start.add(stream_id)
-                return True
-        return self._lane.cancel(stream_id)
 
     def forget(self, stream_id: str) -> None:
         """The client never learnt of a prepared stream: drop its inputs."""
         with self._lock:
             self._prepared.pop(stream_id, None)
-            self._cancel_on_start.discard(stream_id)
 
     def stop(self) -> None:
         self._lane.stop()

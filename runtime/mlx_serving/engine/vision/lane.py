@@ -10,7 +10,9 @@ Streams of different vision models take turns token by token. Text streams never
 any of this: they run on the engine thread.
 
 Output goes through the same `ActiveStream` as text streams, so chunks, stats and the final
-event have the same shapes, and through the same sink.
+event have the same shapes, and through the same sink. Stream ids, cancels and failures go
+through the text scheduler's `PendingStreams`, so a vision stream is claimed, cancelled,
+failed and released the same way as a text one.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ...protocol.notifications import FinishReason
 from ..detokenize import TextAssembler
+from ..loader import LoadedModel
+from ..pending_streams import PendingStreams, Verdict
 from ..stream import StreamRequest, StreamSink
 from ..stream_output import ActiveStream, Notification
 from .inputs import VisionInputs
@@ -45,59 +49,45 @@ class _Running:
 
 
 class VisionLane:
-    def __init__(self, sink: StreamSink, release: Callable[[str], None]) -> None:
+    def __init__(self, sink: StreamSink, streams: PendingStreams) -> None:
         self._sink = sink
-        self._release = release  # frees the stream id in the shared stream-id registry
+        # Stream ids and verdicts, shared with the text scheduler. Its lock is taken inside
+        # _cond, never the other way round.
+        self._streams = streams
+        # Under _cond: request threads queue streams, the lane thread moves them on. What a
+        # running stream holds is the lane thread's alone.
         self._cond = threading.Condition()
         self._waiting: dict[str, deque[_Waiting]] = {}  # model_id -> arrival order
         self._running: dict[str, _Running] = {}  # model_id -> its one running stream
-        # Set from request threads, acted on by the lane thread: stream_id -> reason.
-        self._cancelled: set[str] = set()
-        self._failed: dict[str, str] = {}
+        self._ids: set[str] = set()  # every stream waiting or running
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     # -- called from request threads -------------------------------------------------------
 
-    def start(
-        self,
-        request: StreamRequest,
-        inputs: VisionInputs,
-        *,
-        cancelled: bool = False,
-        failure: str | None = None,
-    ) -> None:
-        """Queue a stream; one cancelled or failed before it started is flagged in the same
-        step, so the lane ends it before it costs a token."""
+    def start(self, request: StreamRequest, inputs: VisionInputs) -> None:
+        """Queue a stream. One cancelled before it started, or whose model was retired
+        since it was prepared, ends before it costs a token."""
         with self._cond:
             queue = self._waiting.setdefault(request.model.model_id, deque())
             queue.append(_Waiting(request, inputs))
-            if failure is not None:
-                self._failed[request.stream_id] = failure
-            elif cancelled:
-                self._cancelled.add(request.stream_id)
+            self._ids.add(request.stream_id)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="vision", daemon=True)
                 self._thread.start()
             self._cond.notify()
 
-    def cancel(self, stream_id: str) -> bool:
+    def fail_model(self, model: LoadedModel, reason: str) -> None:
+        """Fail the streams of a retired model. Under _cond, which `start` queues under: a
+        stream queued later sees the retirement when the lane admits it."""
         with self._cond:
-            if stream_id not in self._stream_ids():
-                return False
-            self._cancelled.add(stream_id)
-            self._cond.notify()
-            return True
-
-    def fail_model(self, model_id: str, reason: str) -> None:
-        with self._cond:
-            running = self._running.get(model_id)
-            ids = [w.request.stream_id for w in self._waiting.get(model_id, ())]
+            waiting = [w.request for w in self._waiting.get(model.model_id, ())]
+            running = self._running.get(model.model_id)
             if running is not None:
-                ids.append(running.stream.stream_id)
-            for stream_id in ids:
-                self._failed[stream_id] = reason
-            self._cond.notify()
+                waiting.append(running.stream.request)
+            for request in waiting:
+                if request.runs_on(model):
+                    self._streams.fail(request.stream_id, reason)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Cancel every stream (each still gets its final event), then end the thread."""
@@ -108,10 +98,6 @@ class VisionLane:
         if thread is not None:
             thread.join(timeout)
 
-    def _stream_ids(self) -> set[str]:
-        ids = {w.request.stream_id for queue in self._waiting.values() for w in queue}
-        return ids | {r.stream.stream_id for r in self._running.values()}
-
     # -- the lane thread -------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -120,22 +106,20 @@ class VisionLane:
                 while not self._running and not self._has_waiting() and not self._stopping:
                     self._cond.wait()
                 stopping = self._stopping
-                cancelled, self._cancelled = self._cancelled, set()
-                failed, self._failed = self._failed, {}
-                dropped = self._drop_waiting(cancelled, failed, stopping)
+                verdicts = self._streams.take_verdicts(self._ids)
+                dropped = self._drop_waiting(verdicts, stopping)
                 dropped += self._admit()
                 running = list(self._running.items())
             out: list[Notification] = []
             for waiting, failure in dropped:  # ended before they cost any compute
                 stream = self._active_stream(waiting.request)
                 stream.finish(out, reason="cancelled", failure=failure)
-                self._release(stream.stream_id)
+                self._streams.release(stream.stream_id)
             for model_id, entry in running:
-                stream_id = entry.stream.stream_id
-                if stream_id in failed:
-                    self._end(model_id, out, failure=failed[stream_id])
-                elif stream_id in cancelled or stopping:
-                    self._end(model_id, out, reason="cancelled")
+                verdict = verdicts.get(entry.stream.stream_id)
+                if verdict is not None or stopping:
+                    failure = verdict.failure if verdict is not None else None
+                    self._end(model_id, out, reason="cancelled", failure=failure)
                 else:
                     self._step(model_id, entry, out)
             if out:
@@ -149,20 +133,18 @@ class VisionLane:
         return any(self._waiting.values())
 
     def _drop_waiting(
-        self, cancelled: set[str], failed: dict[str, str], stopping: bool
+        self, verdicts: dict[str, Verdict], stopping: bool
     ) -> list[tuple[_Waiting, str | None]]:
-        """Take the flagged waiting streams out of their queues (under the lock)."""
+        """Take the waiting streams with a verdict out of their queues (under the lock)."""
         dropped: list[tuple[_Waiting, str | None]] = []
         for queue in self._waiting.values():
             for waiting in list(queue):
-                stream_id = waiting.request.stream_id
-                if stream_id in failed:
-                    dropped.append((waiting, failed[stream_id]))
-                elif stream_id in cancelled or stopping:
-                    dropped.append((waiting, None))
-                else:
+                verdict = verdicts.get(waiting.request.stream_id)
+                if verdict is None and not stopping:
                     continue
+                dropped.append((waiting, verdict.failure if verdict is not None else None))
                 queue.remove(waiting)
+                self._ids.discard(waiting.request.stream_id)
         return dropped
 
     def _admit(self) -> list[tuple[_Waiting, str | None]]:
@@ -173,11 +155,17 @@ class VisionLane:
             if model_id in self._running or not queue:
                 continue
             waiting = queue.popleft()
+            retired = waiting.request.retired()
+            if retired is not None:  # unloaded or replaced since it was prepared
+                self._ids.discard(waiting.request.stream_id)
+                failed.append((waiting, retired))
+                continue
             try:
                 stream = self._active_stream(waiting.request)
                 results = _results(waiting.request, waiting.inputs)
             except Exception as exc:
                 log.exception("starting vision stream %s failed", waiting.request.stream_id)
+                self._ids.discard(waiting.request.stream_id)
                 failed.append((waiting, f"generation failed: {type(exc).__name__}: {exc}"))
                 continue
             self._running[model_id] = _Running(stream, results)
@@ -229,6 +217,7 @@ class VisionLane:
     ) -> None:
         with self._cond:
             entry = self._running.pop(model_id)
+            self._ids.discard(entry.stream.stream_id)
         close = getattr(entry.results, "close", None)
         if close is not None:
             try:
@@ -236,7 +225,7 @@ class VisionLane:
             except Exception:
                 log.exception("closing vision stream %s failed", entry.stream.stream_id)
         entry.stream.finish(out, reason=reason, failure=failure)
-        self._release(entry.stream.stream_id)
+        self._streams.release(entry.stream.stream_id)
 
 
 def _results(request: StreamRequest, inputs: VisionInputs) -> Iterator[Any]:
