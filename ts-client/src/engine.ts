@@ -7,38 +7,30 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
 import { onAbort } from './abort.js';
+import { toWireParams, type EmbedRequest, type GeneratorParams, type VisionGeneratorParams } from './call-params.js';
+import { EngineDisposedError, InvalidParamsError, type RuntimeExitedError } from './errors.js';
+import { emitCompleted, reportError, type EngineEvents } from './events.js';
 import {
-  EngineDisposedError,
-  InvalidParamsError,
-  MlxServingError,
-  ProtocolError,
-  RequestTimeoutError,
-  StreamFailedError,
-  type RuntimeExitedError,
-} from './errors.js';
-import {
+  collect,
   DEFAULT_MAX_UNREAD_CHUNKS,
   Generation,
-  type FinishReason,
   type GenerationChunk,
-  type StatsChunk,
+  type GenerationResult,
   type StreamControl,
-  type ToolCallChunk,
 } from './generator.js';
 import { runtimeProcessSpec, type LaunchOptions } from './launch.js';
 import { ClientLogger, consoleLogger, type Logger } from './logger.js';
-import type { RuntimeEvent } from './metrics.js';
 import type { RequestOptions } from './rpc.js';
-import { DEFAULT_RESTART_POLICY, Supervisor, type RestartPolicy, type RuntimeLink, type RuntimeStatus } from './supervisor.js';
+import { LoadedModels } from './reload.js';
+import { StreamRouter } from './stream-router.js';
+import { DEFAULT_RESTART_POLICY, Supervisor, type RestartPolicy } from './supervisor.js';
 import { DEFAULT_MAX_LINE_BYTES } from './transport.js';
 import type {
-  ChatMessage,
   DetokenizeParams,
   DetokenizeResult,
   EmbedParams,
   EmbedResult,
   GenerateParams,
-  GenerateWithImageParams,
   LoadModelParams,
   LoadModelResult,
   LoadVisionModelResult,
@@ -47,22 +39,15 @@ import type {
   MethodResult,
   RuntimeInfo,
   RuntimeMetrics,
-  RuntimeProgress,
   RuntimeState,
-  StreamChunk,
-  StreamChunkBatch,
-  StreamCompleted,
-  StreamFailed,
-  StreamStats,
-  StreamToolCall,
   TokenizeParams,
   TokenizeResult,
 } from './types/index.js';
 import { protocolValidator, type ProtocolValidator } from './validation.js';
 
-/** `embed` params with `input` as any string list (the wire type says non-empty: an empty
- * list is refused at `input` before sending). */
-export type EmbedRequest = Omit<EmbedParams, 'input'> & { input: string | readonly string[] };
+export type { EmbedRequest, GeneratorParams, PromptForm, StructuredOutput, VisionGeneratorParams } from './call-params.js';
+export type { EngineEvents } from './events.js';
+export type { GenerationResult } from './generator.js';
 
 export interface EngineOptions extends LaunchOptions {
   /** Default per-request timeout (default 30 s; 0 disables). */
@@ -95,31 +80,6 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-/** Structured output in the seeds' shape; sent as `guidance: {mode: "json_schema", schema}`. */
-export interface StructuredOutput {
-  schema: Record<string, unknown>;
-  format?: 'json';
-}
-
-/**
- * Exactly one prompt form, as the runtime requires (the wire's types cannot say so): a
- * `prompt`, `prompt_tokens`, or chat `messages`. An empty `prompt` beside another form is
- * allowed, since compat clients sent one.
- */
-export type PromptForm =
-  | { prompt: string; prompt_tokens?: null; messages?: null }
-  | { prompt_tokens: number[]; prompt?: ''; messages?: null }
-  | { messages: ChatMessage[]; prompt?: ''; prompt_tokens?: null };
-
-type WithOnePrompt<P extends GenerateParams> = Omit<P, keyof PromptForm> & PromptForm;
-
-/** `generate` params; `stream_id` is chosen by the client when left out. */
-export type GeneratorParams = WithOnePrompt<GenerateParams> & { structured?: StructuredOutput };
-
-/** `generate_with_image` params: generate's plus `image` / `images` (base64 or data URIs,
- * see `imageDataUri`) and `raw_prompt`. */
-export type VisionGeneratorParams = WithOnePrompt<GenerateWithImageParams>;
-
 export interface GeneratorOptions {
   /** Aborting ends the stream at once with finish reason `cancelled` (see
    * `Generation.cancel`) and cancels it on the runtime in the background. An already aborted
@@ -133,42 +93,6 @@ export interface GeneratorOptions {
   maxUnreadChunks?: number;
 }
 
-export interface GenerationResult {
-  streamId: string;
-  /** The answer, without reasoning sent apart (`reasoning: "separate"`) or tool calls. */
-  text: string;
-  /** Every token's id, reasoning included. */
-  tokenIds: number[];
-  /** The reasoning sent apart; empty when none was. */
-  reasoning: string;
-  toolCalls: ToolCallChunk[];
-  finishReason: FinishReason;
-  stats: StreamStats;
-}
-
-export interface EngineEvents {
-  modelLoaded: [model: LoadModelResult];
-  /** `reason`: `unloaded` (unloadModel), `runtime-exited` (the runtime died and the model
-   * is not reloaded), or the runtime's memory budget: `evicted` (another load or a stream
-   * needed the room) and `expired` (unused for its keep_alive_s). An evicted or expired
-   * model stays known: the runtime loads it again when a request names it (`detail` says
-   * why it went, `runtimeState()` lists it with `resident: false`). */
-  modelUnloaded: [
-    event: { model_id: string; reason: 'unloaded' | 'runtime-exited' | 'evicted' | 'expired'; detail?: string | null },
-  ];
-  generationStarted: [event: { streamId: string; modelId: string }];
-  generationCompleted: [event: { streamId: string; modelId: string; finishReason: FinishReason; stats: StreamStats }];
-  generationFailed: [event: { streamId: string; modelId: string; error: unknown }];
-  runtimeStatus: [status: RuntimeStatus];
-  progress: [progress: RuntimeProgress];
-  /** The runtime's own `runtime.event` notifications (model loaded/unloaded, generation
-   * started/completed, error, runtime status), as sent; the events above are the client's. */
-  runtimeEvent: [event: RuntimeEvent];
-  /** Failures that belong to no call: runtime crashes, protocol violations, failed reloads.
-   * Without a listener they are logged instead (an unhandled 'error' would throw). */
-  error: [error: Error];
-}
-
 /** Starts the runtime and resolves once it answered `runtime/info`. */
 export async function createEngine(options: EngineOptions = {}): Promise<Engine> {
   const engine = new Engine(options);
@@ -180,18 +104,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly logger: ClientLogger;
   private readonly validator: ProtocolValidator = protocolValidator();
   private readonly supervisor: Supervisor;
-  private readonly streams = new Map<string, Generation>();
-  /** Load params of the models this engine loaded, in load order, for reloads. */
-  private readonly models = new Map<string, LoadModelParams>();
-  /** Which of them were loaded with load_vision_model. */
-  private readonly visionModels = new Set<string>();
+  private readonly streams: StreamRouter;
+  private readonly models: LoadedModels;
   private readonly requestTimeoutMs: number;
   private readonly loadTimeoutMs: number;
-  private readonly streamIdleTimeoutMs: number;
   private readonly maxUnreadChunks: number;
-  private readonly reloadModels: boolean;
-  /** Restarts a stream's idle timer, by stream id (only with streamIdleTimeoutMs). */
-  private readonly idleTimers = new Map<string, () => void>();
   private readonly control: StreamControl = { cancel: (streamId) => this.sendCancel(streamId) };
 
   constructor(options: EngineOptions = {}) {
@@ -199,9 +116,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.logger = new ClientLogger(options.logger ?? consoleLogger());
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
     this.loadTimeoutMs = options.loadTimeoutMs ?? 600_000;
-    this.streamIdleTimeoutMs = options.streamIdleTimeoutMs ?? 0;
     this.maxUnreadChunks = options.maxUnreadChunks ?? DEFAULT_MAX_UNREAD_CHUNKS;
-    this.reloadModels = options.reloadModelsOnRestart ?? false;
+    this.streams = new StreamRouter(this, this.logger, options.streamIdleTimeoutMs ?? 0);
+    this.models = new LoadedModels(this, this.logger, {
+      reload: options.reloadModelsOnRestart ?? false,
+      loadTimeoutMs: this.loadTimeoutMs,
+    });
     const restart =
       options.restart === false
         ? { ...DEFAULT_RESTART_POLICY, enabled: false }
@@ -217,11 +137,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.validator,
       this.logger,
       {
-        notification: (method, params) => this.onNotification(method, params),
-        invalidNotification: (method, params, error) => this.onInvalidNotification(params, error),
-        protocolError: (error) => this.reportError(error),
+        notification: (method, params) => this.streams.notification(method, params),
+        invalidNotification: (_method, params, error) => this.streams.invalidNotification(params, error),
+        protocolError: (error) => reportError(this, this.logger, error),
         exited: (error) => this.onRuntimeExit(error),
-        restore: (link) => this.restore(link),
+        restore: (link) => this.models.restore(link),
         status: (status) => this.emit('runtimeStatus', status),
       },
     );
@@ -243,7 +163,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Ids of the models this engine has loaded. */
   get loadedModels(): string[] {
-    return [...this.models.keys()];
+    return this.models.ids;
   }
 
   // -- requests --------------------------------------------------------------------------
@@ -280,9 +200,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   async loadModel(params: LoadModelParams, options: CallOptions = {}): Promise<LoadModelResult> {
     this.checkParams('load_model', params);
     const result = await this.request('load_model', params, { timeoutMs: this.loadTimeoutMs, ...options });
-    this.models.delete(params.model_id); // a reload moves it to the end of the load order
-    this.models.set(params.model_id, params);
-    this.visionModels.delete(params.model_id);
+    this.models.loaded(params, 'text');
     this.emit('modelLoaded', result);
     return result;
   }
@@ -291,9 +209,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   async loadVisionModel(params: LoadModelParams, options: CallOptions = {}): Promise<LoadVisionModelResult> {
     this.checkParams('load_vision_model', params);
     const result = await this.request('load_vision_model', params, { timeoutMs: this.loadTimeoutMs, ...options });
-    this.models.delete(params.model_id);
-    this.models.set(params.model_id, params);
-    this.visionModels.add(params.model_id);
+    this.models.loaded(params, 'vision');
     this.emit('modelLoaded', result);
     return result;
   }
@@ -302,8 +218,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const params = { model_id: modelId };
     this.checkParams('unload_model', params);
     await this.request('unload_model', params, options);
-    this.models.delete(modelId);
-    this.visionModels.delete(modelId);
+    this.models.unloaded(modelId);
     this.emit('modelUnloaded', { model_id: modelId, reason: 'unloaded' });
   }
 
@@ -371,16 +286,13 @@ export class Engine extends EventEmitter<EngineEvents> {
       generation.fail(signal.reason);
       return generation;
     }
-    this.streams.set(streamId, generation);
+    this.streams.add(generation);
     const stopAbortWatch = signal ? onAbort(signal, () => generation.cancel()) : () => {};
-    const stopIdleWatch = this.watchIdle(generation);
     let started = false;
     generation.onEnd((final) => {
       stopAbortWatch();
-      stopIdleWatch();
-      if (this.streams.get(streamId) === generation) this.streams.delete(streamId);
       // A stream cancelled here ends before the runtime's completed event, which is dropped.
-      if (final && generation.cancelled && started) this.emitCompleted(generation, final);
+      if (final && generation.cancelled && started) emitCompleted(this, generation, final);
     });
     void this.sendGenerate(method, wire, generation, options.timeoutMs ?? this.requestTimeoutMs).then((acknowledged) => {
       if (!acknowledged || generation.cancelled) return;
@@ -420,36 +332,13 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Runs a generation to its end and returns the whole text. */
   async generate(params: GeneratorParams, options: GeneratorOptions = {}): Promise<GenerationResult> {
-    let text = '';
-    let reasoning = '';
-    const tokenIds: number[] = [];
-    const toolCalls: ToolCallChunk[] = [];
-    let end: StatsChunk | undefined;
-    const generation = this.createGenerator(params, options);
-    for await (const chunk of generation) {
-      if (chunk.type === 'token') {
-        text += chunk.text;
-        tokenIds.push(chunk.tokenId);
-      } else if (chunk.type === 'reasoning') {
-        reasoning += chunk.text;
-        tokenIds.push(chunk.tokenId);
-      } else if (chunk.type === 'tool_call') {
-        toolCalls.push(chunk);
-      } else {
-        end = chunk;
-      }
-    }
-    if (!end) throw new ProtocolError(`stream ${generation.streamId} ended without its stats`);
-    const { streamId } = generation;
-    return { streamId, text, tokenIds, reasoning, toolCalls, finishReason: end.finishReason, stats: end.stats };
+    return collect(this.createGenerator(params, options));
   }
 
   /** Shuts the runtime down (`shutdown`, SIGKILL after `shutdownTimeoutMs`). Idempotent. */
   async dispose(): Promise<void> {
     await this.supervisor.dispose();
-    const disposed = new EngineDisposedError();
-    for (const generation of [...this.streams.values()]) generation.fail(disposed);
-    this.streams.clear();
+    this.streams.failAll(new EngineDisposedError());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -472,168 +361,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     );
   }
 
-  /** Fails the stream when the runtime sends nothing for it for `streamIdleTimeoutMs`. */
-  private watchIdle(generation: Generation): () => void {
-    const ms = this.streamIdleTimeoutMs;
-    if (!ms) return () => {};
-    let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => {
-        generation.fail(new RequestTimeoutError(`stream ${generation.streamId} (idle)`, ms), { cancelOnRuntime: true });
-      }, ms);
-    };
-    arm();
-    this.idleTimers.set(generation.streamId, arm);
-    return () => {
-      clearTimeout(timer);
-      this.idleTimers.delete(generation.streamId);
-    };
-  }
-
-  private onNotification(method: string, params: unknown): void {
-    switch (method) {
-      case 'stream.chunk': {
-        const chunk = params as StreamChunk | StreamChunkBatch;
-        const chunks = 'tokens' in chunk ? chunk.tokens : [chunk];
-        for (const single of chunks) this.stream(single.stream_id)?.pushChunk(single);
-        return;
-      }
-      case 'stream.tool_call': {
-        const call = params as StreamToolCall;
-        this.stream(call.stream_id)?.pushToolCall(call);
-        return;
-      }
-      case 'stream.stats': {
-        const stats = params as StreamStats;
-        this.stream(stats.stream_id)?.pushStats(stats);
-        return;
-      }
-      case 'stream.event': {
-        const event = params as StreamCompleted | StreamFailed;
-        const generation = this.stream(event.stream_id);
-        if (!generation) return;
-        if (event.event === 'completed') {
-          const end = generation.complete(event);
-          if (end) this.emitCompleted(generation, end);
-        } else {
-          const error = new StreamFailedError(event.stream_id, event.error, event.error_code ?? null);
-          generation.fail(error);
-          this.emit('generationFailed', { streamId: event.stream_id, modelId: generation.modelId, error });
-        }
-        return;
-      }
-      case 'runtime.progress':
-        this.emit('progress', params as RuntimeProgress);
-        return;
-      case 'runtime.event': {
-        const event = params as RuntimeEvent;
-        if (event.event === 'model_unloaded' && (event.reason === 'evicted' || event.reason === 'expired')) {
-          this.emit('modelUnloaded', { model_id: event.model_id, reason: event.reason, detail: event.detail ?? null });
-        }
-        this.emit('runtimeEvent', event);
-        return;
-      }
-      default:
-        this.logger.debug(`unhandled notification ${method}`);
-    }
-  }
-
-  /** The live stream of an id (its idle timer restarted), or undefined. */
-  private stream(streamId: string): Generation | undefined {
-    const generation = this.streams.get(streamId);
-    if (generation) this.idleTimers.get(streamId)?.();
-    else this.logger.debug(`notification for unknown stream ${streamId}`);
-    return generation;
-  }
-
-  /** A notification that breaks its schema fails its stream, when it names one. */
-  private onInvalidNotification(params: unknown, error: ProtocolError): void {
-    const streamIds = new Set<string>();
-    if (typeof params === 'object' && params !== null) {
-      const record = params as Record<string, unknown>;
-      if (typeof record['stream_id'] === 'string') streamIds.add(record['stream_id']);
-      if (Array.isArray(record['tokens'])) {
-        for (const t of record['tokens'] as unknown[]) {
-          const id = (t as Record<string, unknown> | null)?.['stream_id'];
-          if (typeof id === 'string') streamIds.add(id);
-        }
-      }
-    }
-    const affected = [...streamIds].map((id) => this.streams.get(id)).filter((g): g is Generation => !!g);
-    if (!affected.length) {
-      this.reportError(error);
-      return;
-    }
-    // The runtime still runs them; stop them so they do not hold slots.
-    for (const generation of affected) generation.fail(error, { cancelOnRuntime: true });
-  }
-
   private onRuntimeExit(error: RuntimeExitedError): void {
-    for (const generation of [...this.streams.values()]) generation.fail(error);
-    this.streams.clear();
-    this.reportError(error);
-    if (!this.reloadModels) this.forgetModels();
+    this.streams.failAll(error);
+    reportError(this, this.logger, error);
+    this.models.runtimeExited();
   }
-
-  /** The runtime that held the models is gone. */
-  private forgetModels(): void {
-    const lost = [...this.models.keys()];
-    this.models.clear();
-    this.visionModels.clear();
-    for (const modelId of lost) this.emit('modelUnloaded', { model_id: modelId, reason: 'runtime-exited' });
-  }
-
-  /** Brings a restarted runtime back to the models this engine had loaded. */
-  private async restore({ connection, process }: RuntimeLink): Promise<void> {
-    if (!this.reloadModels) return; // forgotten when the old runtime exited
-    for (const [modelId, params] of [...this.models]) {
-      try {
-        const options = { timeoutMs: this.loadTimeoutMs };
-        const result = this.visionModels.has(modelId)
-          ? await connection.request('load_vision_model', params, options)
-          : await connection.request('load_model', params, options);
-        this.emit('modelLoaded', result);
-      } catch (error) {
-        if (process.hasExited) throw error;
-        this.models.delete(modelId);
-        this.reportError(
-          new MlxServingError('ModelReloadFailed', `could not reload model ${modelId} after a restart: ${(error as Error).message}`, {
-            cause: error,
-            details: { model_id: modelId },
-          }),
-        );
-      }
-    }
-  }
-
-  private emitCompleted(generation: Generation, end: StatsChunk): void {
-    this.emit('generationCompleted', {
-      streamId: end.streamId,
-      modelId: generation.modelId,
-      finishReason: end.finishReason,
-      stats: end.stats,
-    });
-  }
-
-  private reportError(error: Error): void {
-    if (this.listenerCount('error') > 0) this.emit('error', error);
-    else this.logger.warn(error.message);
-  }
-}
-
-/** The seeds' `structured` option becomes the wire's `guidance`. */
-function toWireParams(params: GeneratorParams): GenerateParams {
-  const { structured, ...wire } = params;
-  if (structured === undefined) return wire;
-  const issue = (path: string, message: string) =>
-    new InvalidParamsError(`generate: ${path} ${message}`, path, [{ path, message, code: 'invalid' }], 'client');
-  if (wire.guidance) throw issue('structured', 'cannot be combined with guidance');
-  if (structured.format !== undefined && structured.format !== 'json') {
-    throw issue('structured.format', "must be 'json' (the runtime constrains to a JSON schema)");
-  }
-  if (typeof structured.schema !== 'object' || structured.schema === null) throw issue('structured.schema', 'must be an object');
-  return { ...wire, guidance: { mode: 'json_schema', schema: structured.schema } };
 }
 
 export type { GenerationChunk };

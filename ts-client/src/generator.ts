@@ -299,3 +299,41 @@ export class Generation implements AsyncIterable<GenerationChunk> {
     };
   }
 }
+
+export interface GenerationResult {
+  streamId: string;
+  /** The answer, without reasoning sent apart (`reasoning: "separate"`) or tool calls. */
+  text: string;
+  /** Every token's id, reasoning included. */
+  tokenIds: number[];
+  /** The reasoning sent apart; empty when none was. */
+  reasoning: string;
+  toolCalls: ToolCallChunk[];
+  finishReason: FinishReason;
+  stats: StreamStats;
+}
+
+/** Runs a generation to its end: its whole text, token ids, reasoning and tool calls. */
+export async function collect(generation: Generation): Promise<GenerationResult> {
+  let text = '';
+  let reasoning = '';
+  const tokenIds: number[] = [];
+  const toolCalls: ToolCallChunk[] = [];
+  let end: StatsChunk | undefined;
+  for await (const chunk of generation) {
+    if (chunk.type === 'token') {
+      text += chunk.text;
+      tokenIds.push(chunk.tokenId);
+    } else if (chunk.type === 'reasoning') {
+      reasoning += chunk.text;
+      tokenIds.push(chunk.tokenId);
+    } else if (chunk.type === 'tool_call') {
+      toolCalls.push(chunk);
+    } else {
+      end = chunk;
+    }
+  }
+  if (!end) throw new ProtocolError(`stream ${generation.streamId} ended without its stats`);
+  const { streamId } = generation;
+  return { streamId, text, tokenIds, reasoning, toolCalls, finishReason: end.finishReason, stats: end.stats };
+}
