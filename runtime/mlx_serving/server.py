@@ -171,7 +171,7 @@ class Runtime:
     def close(self) -> None:
         log.info("shutting down")
         self.writer.set_deadline(SHUTDOWN_WRITE_S)
-        self.telemetry.runtime_stopping(self.engine.scheduler.active_count, len(self.engine.models))
+        self.telemetry.runtime_stopping(self.engine.active_streams(), len(self.engine.models))
         # First every request gets its answer (streams started by `generate` are then
         # known to the scheduler), then the scheduler ends the streams.
         self.dispatcher.close(grace=SHUTDOWN_GRACE_S)

@@ -309,6 +309,14 @@ class Engine:
         check_token_ids(field, tokens, vocab_size(loaded))
         return tokens
 
+    def active_streams(self) -> int:
+        """Streams accepted and not yet ended, queued ones included."""
+        return self.scheduler.active_count
+
+    def prompt_cache_stats(self) -> dict[str, dict[str, float]]:
+        """Each model's prompt cache counters (entries, bytes, hits …), for runtime/metrics."""
+        return self.scheduler.prompt_cache_stats()
+
     def distributed_status(self) -> DistributedStatus | msgspec.UnsetType:
         """The ranks serving with this engine; unset (not sent) in a single process."""
         return msgspec.UNSET

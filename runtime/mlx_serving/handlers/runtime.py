@@ -124,7 +124,7 @@ def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
 
     engine = context.engine
     memory = _memory()
-    caches = sorted(engine.scheduler.prompt_cache_stats().items())
+    caches = sorted(engine.prompt_cache_stats().items())
 
     def per_model(key: str) -> list[tuple[str, float]]:
         return [(model_id, stats[key]) for model_id, stats in caches if key in stats]
@@ -133,7 +133,7 @@ def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
         gauge(
             "mlx_serving_active_streams",
             "Streams accepted and not yet ended (queued ones included).",
-            engine.scheduler.active_count,
+            engine.active_streams(),
         ),
         gauge("mlx_serving_loaded_models", "Models resident in the runtime.", len(engine.models)),
         *_budget_gauges(engine.residency.memory()),
@@ -248,7 +248,7 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
     def state(_: Empty) -> RuntimeState:
         return RuntimeState(
             loaded_models=context.engine.residency.states(),
-            active_streams=context.engine.scheduler.active_count,
+            active_streams=context.engine.active_streams(),
             restart_count=context.restart_count,
             memory=context.engine.residency.memory(),
             distributed=context.engine.distributed_status(),
