@@ -30,13 +30,14 @@ from .lockstep import Lockstep
 from .memory import MemoryLedger, Residency, effective_settings, memory_budget
 from .memory.budget import apply_mlx_limits
 from .memory.release import release_freed_memory
-from .prompts import require_one_prompt
+from .prompts import encode_prompt, require_room
 from .registry import ModelRegistry
-from .sampling import SamplingSettings, make_processors, make_sampler
 from .scheduler import Scheduler
 from .stream import StreamRequest, StreamSink
+from .stream_sampling import stream_sampling
 from .token_ids import check_token_ids, vocab_size
 from .vision import VisionEngine
+from .vision.inputs import VisionInputs
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +167,7 @@ class Engine:
             return self._prepare_stream(params)
 
     def _prepare_stream(self, params: GenerateParams) -> StreamRequest:
-        limits = self.settings.limits
-        if params.max_tokens > limits.max_tokens:
-            raise InvalidParams("max_tokens", f"must be <= {limits.max_tokens}", "out_of_range")
-        if params.temperature > limits.max_temperature:
-            raise InvalidParams(
-                "temperature", f"must be <= {limits.max_temperature}", "out_of_range"
-            )
+        self._require_within_limits(params)
         if params.guidance is not None and params.draft_model is not None:
             # The speculative path verifies several drafted tokens per step; a token mask
             # would need the matcher rolled back on every rejected draft. Not supported.
@@ -188,46 +183,20 @@ class Engine:
         if vision is not None:
             prompt_tokens = vision.prompt_tokens
         else:
-            prompt_tokens = self._prompt_tokens(loaded, params, chat)
-        if len(prompt_tokens) + params.max_tokens > loaded.context_length:
-            raise InvalidParams(
-                "max_tokens",
-                f"prompt ({len(prompt_tokens)} tokens) + max_tokens ({params.max_tokens}) "
-                f"exceeds the model's context length {loaded.context_length}",
-                "out_of_range",
-            )
+            prompt_tokens = encode_prompt(params, loaded, chat)
+        require_room(loaded, len(prompt_tokens), params.max_tokens)
         vocab = vocab_size(loaded)
         check_token_ids("stop_token_ids", params.stop_token_ids, vocab)
         check_token_ids("logit_bias", params.logit_bias or {}, vocab)
-        guidance: StreamGuidance | None = None
-        if params.guidance is not None:
-            guidance = self.guidance.compile(params.guidance, loaded, vocab)
-        elif (forced_call := chat.forced_call()) is not None:
-            grammar, field_name = forced_call
-            guidance = self.guidance.compile_grammar(grammar, field_name, loaded, vocab)
-        settings = SamplingSettings(
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            min_p=params.min_p,
-            seed=params.seed,
-            repetition_penalty=params.repetition_penalty,
-            repetition_context_size=params.repetition_context_size,
-            presence_penalty=params.presence_penalty,
-            frequency_penalty=params.frequency_penalty,
-            logit_bias=params.logit_bias,
-        )
-        processors = make_processors(settings)
-        if guidance is not None:
-            processors.append(guidance.mask)  # last, so no later processor can lift it
-        stream_id = params.stream_id or f"stream-{uuid.uuid4().hex}"
+        guidance = self._guidance_for(params, loaded, chat, vocab)
+        sampling = stream_sampling(params, guidance)
         request = StreamRequest(
-            stream_id=stream_id,
+            stream_id=params.stream_id or f"stream-{uuid.uuid4().hex}",
             model=loaded,
             prompt_tokens=prompt_tokens,
             max_tokens=params.max_tokens,
-            sampler=make_sampler(settings),
-            logits_processors=processors,
+            sampler=sampling.sampler,
+            logits_processors=sampling.processors,
             stop_sequences=list(params.stop_sequences),
             stop_token_ids=frozenset(params.stop_token_ids),
             logprobs=params.logprobs or params.top_logprobs > 0,
@@ -237,14 +206,39 @@ class Engine:
             draft=draft,
             num_draft_tokens=params.num_draft_tokens,
             guidance=guidance,
-            sampling=settings,
+            sampling=sampling.settings,
             chat_output=chat.output(prompt_tokens),
         )
-        self.scheduler.reserve(stream_id)
+        self._claim(request, vision)
+        return request
+
+    def _require_within_limits(self, params: GenerateParams) -> None:
+        limits = self.settings.limits
+        if params.max_tokens > limits.max_tokens:
+            raise InvalidParams("max_tokens", f"must be <= {limits.max_tokens}", "out_of_range")
+        if params.temperature > limits.max_temperature:
+            raise InvalidParams(
+                "temperature", f"must be <= {limits.max_temperature}", "out_of_range"
+            )
+
+    def _guidance_for(
+        self, params: GenerateParams, loaded: LoadedModel, chat: ChatPlan, vocab: int
+    ) -> StreamGuidance | None:
+        """The token mask of the request's guidance, or of the call its tool_choice forces."""
+        if params.guidance is not None:
+            return self.guidance.compile(params.guidance, loaded, vocab)
+        if (forced_call := chat.forced_call()) is not None:
+            grammar, field_name = forced_call
+            return self.guidance.compile_grammar(grammar, field_name, loaded, vocab)
+        return None
+
+    def _claim(self, request: StreamRequest, vision: VisionInputs | None) -> None:
+        """Take the stream's id and its KV cache's room; a vision stream's inputs wait
+        beside it for `start`."""
+        self.scheduler.reserve(request.stream_id)
         self._reserve_kv(request)
         if vision is not None:
-            self.vision.hold(stream_id, vision)
-        return request
+            self.vision.hold(request.stream_id, vision)
 
     def _reserve_kv(self, request: StreamRequest) -> None:
         """Hold the stream's KV cache in the memory budget until it is released (waiting
@@ -285,29 +279,6 @@ class Engine:
 
     def check_draft(self, primary_id: str, draft_id: str) -> CheckDraftResult:
         return check_draft(self.residency.require(primary_id), self.residency.require(draft_id))
-
-    def _prompt_tokens(
-        self, loaded: LoadedModel, params: GenerateParams, chat: ChatPlan
-    ) -> list[int]:
-        require_one_prompt(params)
-        tokenizer = loaded.tokenizer
-        if params.prompt_tokens:
-            check_token_ids("prompt_tokens", params.prompt_tokens, vocab_size(loaded))
-            return list(params.prompt_tokens)
-        if params.messages:
-            tokens = chat.prompt_tokens(params.messages)
-            field = "messages"
-        else:
-            # The same rule as mlx_lm.stream_generate: add BOS unless the prompt carries it.
-            bos = tokenizer.bos_token
-            add_special = bos is None or not params.prompt.startswith(bos)
-            tokens = tokenizer.encode(params.prompt, add_special_tokens=add_special)
-            field = "prompt"
-            if not tokens:
-                raise InvalidParams("prompt", "the prompt encodes to no tokens")
-        # A tokenizer can know more ids (added tokens) than the model embeds.
-        check_token_ids(field, tokens, vocab_size(loaded))
-        return tokens
 
     def active_streams(self) -> int:
         """Streams accepted and not yet ended, queued ones included."""
