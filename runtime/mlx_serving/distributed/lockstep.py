@@ -103,9 +103,11 @@ class GroupLockstep:
 
     def _on_group_failure(self, reason: str) -> None:
         # From the launcher's watch (a rank exited): stop waiting on the collective under
-        # way, or wake an idle engine thread to end the streams.
+        # way, or wake an idle engine thread to end the streams (before the scheduler is
+        # attached, its first idle tick will).
         self._watchdog.expire_now()
-        self._engine.wake()
+        if self._scheduler is not None:
+            self._scheduler.wake()
 
     # -- hooks, on the engine thread -------------------------------------------------------
 
