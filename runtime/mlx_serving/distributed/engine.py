@@ -17,7 +17,7 @@ from ..config import Settings
 from ..engine import Engine
 from ..engine.loader import LoadedModel
 from ..engine.stream import StreamRequest, StreamSink
-from ..protocol.errors import GroupFailed, InvalidParams, ModelLoadError
+from ..protocol.errors import GroupFailed, ModelLoadError
 from ..protocol.methods import (
     DistributedLoad,
     DistributedStatus,
@@ -35,6 +35,8 @@ STRATEGIES: dict[str | None, ShardStrategy] = {"pipeline": "pipeline", "tensor":
 
 
 class DistributedEngine(Engine):
+    distributed = True
+
     def __init__(self, settings: Settings, sink: StreamSink, group: Group) -> None:
         self.group = group
         self.lockstep = GroupLockstep(group, settings.distributed)
@@ -81,20 +83,8 @@ class DistributedEngine(Engine):
         self.lockstep.run_task(Unload(model_id), unload_everywhere)
 
     def prepare_stream(self, params: GenerateParams) -> StreamRequest:
+        """What a distributed runtime cannot serve is refused in engine/refusals.py."""
         self._refuse_if_failed()
-        if params.draft_model is not None:
-            raise InvalidParams(
-                "draft_model", "speculative decoding is not available in a distributed runtime"
-            )
-        if params.guidance is not None:
-            raise InvalidParams(
-                "guidance", "structured output is not available in a distributed runtime"
-            )
-        if params.tools and params.tool_choice not in (None, "auto", "none"):
-            # A forced call is a guidance mask too (engine/chat/grammar.py).
-            raise InvalidParams(
-                "tool_choice", "a forced tool call is not available in a distributed runtime"
-            )
         if params.seed is None:
             params = msgspec.structs.replace(params, seed=secrets.randbits(32))
         return super().prepare_stream(params)

@@ -1,6 +1,7 @@
 """Dedicated embedding models (BERT-style encoders: BERT, XLM-RoBERTa, ModernBERT, and the
 other architectures mlx-embeddings ports), loaded through mlx-embeddings' own `load()` (the
-`embeddings` extra). They only embed: `embed` serves them, generation refuses them.
+`embeddings` extra). They only embed: `embed` serves them, generation refuses them
+(engine/refusals.py).
 
 An encoder attends in both directions, so a padded batch needs the attention mask (the
 model's own), and a long text cannot be run a chunk at a time: it runs whole, in one piece
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..protocol.errors import InvalidParams, ModelLoadError, NotAvailable
+from ..protocol.errors import ModelLoadError, NotAvailable
 from ..protocol.methods import LoadModelParams, LoadModelResult
 from .loader import LoadedModel, _context_length, _dtype_of, resolve_model_dir
 from .registry import ModelRegistry
@@ -32,14 +33,6 @@ def encoders_installed() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("mlx_embeddings") is not None
-
-
-def refuse_encoder(loaded: LoadedModel) -> None:
-    """Generation needs an output head; an embedding model has none."""
-    if isinstance(loaded, LoadedEncoder):
-        raise InvalidParams(
-            "model_id", f"'{loaded.model_id}' is an embedding model: it serves embed only"
-        )
 
 
 def require_mlx_embeddings() -> None:

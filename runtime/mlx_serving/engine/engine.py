@@ -23,7 +23,7 @@ from ..protocol.notifications import LoadStage
 from . import kv_disk
 from .chat import ChatPlan, plan_chat
 from .drafts import check_draft
-from .encoders import load_embedding_model, refuse_encoder
+from .encoders import load_embedding_model
 from .guidance import GuidanceCompiler, StreamGuidance
 from .loader import LoadedModel, LoadProgress, load_model, resolve_model_dir
 from .lockstep import Lockstep
@@ -31,6 +31,7 @@ from .memory import MemoryLedger, Residency, effective_settings, memory_budget
 from .memory.budget import apply_mlx_limits
 from .memory.release import release_freed_memory
 from .prompts import encode_prompt, require_room
+from .refusals import Ask, model_kind, refuse
 from .registry import ModelRegistry
 from .scheduler import Scheduler
 from .stream import StreamRequest, StreamSink
@@ -46,6 +47,9 @@ RELEASE_WAIT_S = 5.0
 
 
 class Engine:
+    # A group's ranks replay this engine's steps: some options are refused (refusals.py).
+    distributed = False
+
     def __init__(
         self, settings: Settings, sink: StreamSink, lockstep: Lockstep | None = None
     ) -> None:
@@ -163,20 +167,17 @@ class Engine:
         """Validate and tokenize a request, claim its stream id and reserve its KV cache.
         The caller starts it with `start` once the client has been told the stream id. The
         models it names stay resident meanwhile (loaded again first if evicted)."""
+        refuse(Ask(params, self.distributed), "runtime")
         with self.residency.in_use(params.model_id, params.draft_model):
             return self._prepare_stream(params)
 
     def _prepare_stream(self, params: GenerateParams) -> StreamRequest:
         self._require_within_limits(params)
-        if params.guidance is not None and params.draft_model is not None:
-            # The speculative path verifies several drafted tokens per step; a token mask
-            # would need the matcher rolled back on every rejected draft. Not supported.
-            raise InvalidParams(
-                "draft_model", "cannot be combined with guidance (structured output)"
-            )
+        refuse(Ask(params, self.distributed), "request")
         loaded = self.models.get(params.model_id)
-        refuse_encoder(loaded)
-        chat = plan_chat(params, loaded)
+        ask = Ask(params, self.distributed, model_kind(loaded))
+        refuse(ask, "model")
+        chat = plan_chat(params, loaded, ask.tools)
         # A vision model's prompt (images included) goes through mlx-vlm's processor.
         vision = self.vision.prepare_inputs(loaded, params)
         draft = self._draft_for(loaded, params.draft_model)

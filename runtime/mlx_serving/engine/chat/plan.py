@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...protocol.errors import InvalidParams
 from ...protocol.methods import ChatMessage, GenerateParams
 from ..loader import LoadedModel
 from .formats import JSON_FORMAT, ToolFormat, model_format
 from .grammar import forced_call_grammar
 from .messages import render_chat
 from .response import ChatOutput, chat_output
-from .tools import ToolSet, tool_set
+from .tools import ToolSet
 
 
 @dataclass(frozen=True)
@@ -59,15 +58,9 @@ class ChatPlan:
         )
 
 
-def plan_chat(params: GenerateParams, loaded: LoadedModel) -> ChatPlan:
-    tools = tool_set(params)
-    if tools is not None and tools.forced:
-        # A forced call is a token mask, as guidance is: one mask per stream, and none that
-        # speculative decoding could step past.
-        if params.guidance is not None:
-            raise InvalidParams("tool_choice", "a forced call cannot be combined with guidance")
-        if params.draft_model is not None:
-            raise InvalidParams("draft_model", "cannot be combined with a forced tool_choice")
+def plan_chat(params: GenerateParams, loaded: LoadedModel, tools: ToolSet | None) -> ChatPlan:
+    """The plan of a request engine/refusals.py let through (a forced call comes without
+    guidance or a draft model), with its checked `tools` (chat/tools.py)."""
     return ChatPlan(
         loaded=loaded,
         tools=tools,

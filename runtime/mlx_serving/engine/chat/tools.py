@@ -29,15 +29,10 @@ class ToolSet:
 
 def tool_set(params: GenerateParams) -> ToolSet | None:
     """The request's tools, or None where the model is offered none (no tools, or
-    tool_choice "none": the tools are then not rendered and no call is parsed)."""
+    tool_choice "none": the tools are then not rendered and no call is parsed). Which
+    requests may carry tools is engine/refusals.py's to decide."""
     choice = params.tool_choice
-    if not params.tools:
-        if choice is not None and choice not in ("auto", "none"):
-            raise InvalidParams("tool_choice", "needs tools")
-        return None
-    if not params.messages:
-        raise InvalidParams("tools", "tools need messages (a chat); prompt is raw text")
-    if choice == "none":
+    if not params.tools or choice == "none":
         return None
     schemas: dict[str, dict[str, Any]] = {}
     definitions: list[dict[str, Any]] = []

@@ -15,10 +15,9 @@ import threading
 from pathlib import Path
 
 from ...config import Settings
-from ...protocol.errors import InvalidParams, ModelLoadError, ModelNotLoaded
+from ...protocol.errors import ModelLoadError, ModelNotLoaded
 from ...protocol.methods import (
     GenerateParams,
-    GenerateWithImageParams,
     LoadModelParams,
     LoadVisionModelResult,
 )
@@ -27,11 +26,7 @@ from ..registry import ModelRegistry
 from ..scheduler import Scheduler
 from ..stream import StreamRequest, StreamSink
 from .budget import PixelBudget
-from .inputs import (
-    VisionInputs,
-    prepare_vision_inputs,
-    refuse_images_outside_generate_with_image,
-)
+from .inputs import VisionInputs, prepare_vision_inputs
 from .lane import VisionLane
 from .loader import LoadedVisionModel, load_vision_model, require_mlx_vlm
 
@@ -104,20 +99,10 @@ class VisionEngine:
     # -- streams ---------------------------------------------------------------------------
 
     def prepare_inputs(self, loaded: LoadedModel, params: GenerateParams) -> VisionInputs | None:
-        """The inputs of a request to a vision model; None for a text model's request."""
-        refuse_images_outside_generate_with_image(params)
+        """The inputs of a request to a vision model; None for a text model's request. What
+        a vision request may not ask for was refused before (engine/refusals.py)."""
         if not isinstance(loaded, LoadedVisionModel):
-            if isinstance(params, GenerateWithImageParams):
-                raise InvalidParams(
-                    "model_id",
-                    f"model '{loaded.model_id}' is a text model; load a vision model with "
-                    "load_vision_model",
-                )
             return None
-        if params.guidance is not None:
-            raise InvalidParams("guidance", "structured output is not supported for vision yet")
-        if params.tools:
-            raise InvalidParams("tools", "tool calling is not supported for vision models yet")
         inputs = prepare_vision_inputs(loaded, params, self._settings.vision, self._pixels)
         # Images take seconds to process, and the model may have been unloaded or replaced
         # meanwhile: refuse before a stream id is claimed, with the error of a request to a

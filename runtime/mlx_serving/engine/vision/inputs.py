@@ -40,8 +40,6 @@ class VisionInputs:
 def prepare_vision_inputs(
     loaded: LoadedVisionModel, params: GenerateParams, limits: VisionConfig, budget: PixelBudget
 ) -> VisionInputs:
-    if params.draft_model is not None:
-        raise InvalidParams("draft_model", "speculative decoding is not supported for vision")
     require_one_prompt(params)
     sources = _image_sources(params, limits)
     opened = [open_image(value, path, limits) for path, value in sources]
@@ -76,20 +74,6 @@ def _request_pixels(opened: list[OpenedImage], field_name: str, limits: VisionCo
             "out_of_range",
         )
     return pixels
-
-
-def refuse_images_outside_generate_with_image(params: GenerateParams) -> None:
-    """generate has no use for image/images (its images are parts of messages): refuse
-    them rather than generate as if they had not been sent."""
-    if isinstance(params, GenerateWithImageParams):
-        return
-    for name, value in (("image", params.image), ("images", params.images)):
-        if value:
-            raise InvalidParams(
-                name,
-                "generate takes images only as image parts of messages; send image/images "
-                "with generate_with_image",
-            )
 
 
 def _image_sources(params: GenerateParams, limits: VisionConfig) -> list[tuple[str, str]]:
