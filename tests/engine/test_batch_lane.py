@@ -1,0 +1,190 @@
+"""One model's batch, stepped the way the engine thread steps it (decode, then prefill),
+with streams joining and leaving at every stage: waiting for prefill, mid-prefill, decoding
+alone, decoding in the batch. A tiny generated model, greedy, so each stream's tokens can
+be held against mlx-lm's `generate_step`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+from mlx_lm.generate import generate_step
+from mlx_lm.sample_utils import greedy_sampler
+
+from mlx_serving.config import SchedulerConfig
+from mlx_serving.engine.batch_lane import BatchLane, LaneToken, new_lane
+from mlx_serving.engine.loader import LoadedModel, load_model
+from mlx_serving.engine.stream import StreamRequest
+
+
+@pytest.fixture(scope="module")
+def loaded(llama_dir: Path) -> LoadedModel:
+    return load_model("m", llama_dir, context_length=None, trust_remote_code=False, draft=False)
+
+
+def lane(loaded: LoadedModel, *, max_batch_size: int = 8, budget: int = 512) -> BatchLane:
+    settings = SchedulerConfig(
+        prompt_cache_dir="", max_batch_size=max_batch_size, prefill_token_budget=budget
+    )
+    return new_lane(loaded.model, settings)
+
+
+def prompt(seed: int, length: int = 12) -> list[int]:
+    return [(seed * 7919 + i * 104729) % 900 + 10 for i in range(length)]
+
+
+def request(
+    loaded: LoadedModel, stream_id: str, tokens: list[int], max_tokens: int
+) -> StreamRequest:
+    def no_eos(context: mx.array, logits: mx.array) -> mx.array:
+        return logits + mx.array([-100.0 if i == 2 else 0.0 for i in range(logits.shape[-1])])
+
+    return StreamRequest(
+        stream_id=stream_id,
+        model=loaded,
+        prompt_tokens=tokens,
+        max_tokens=max_tokens,
+        sampler=greedy_sampler,
+        logits_processors=[no_eos],
+        stop_sequences=[],
+        stop_token_ids=frozenset(),
+    )
+
+
+def alone(loaded: LoadedModel, tokens: list[int], max_tokens: int) -> list[int]:
+    processors = request(loaded, "x", tokens, max_tokens).logits_processors
+    steps = generate_step(
+        mx.array(tokens),
+        loaded.model,
+        max_tokens=max_tokens,
+        sampler=greedy_sampler,
+        logits_processors=processors,
+    )
+    return [int(token) for token, _ in steps]
+
+
+class Stepper:
+    """Steps a lane as the scheduler does and files each token under its stream."""
+
+    def __init__(self, batch: BatchLane) -> None:
+        self.lane = batch
+        self.tokens: dict[str, list[int]] = {}
+        self.done: dict[str, str] = {}
+
+    def step(self) -> list[LaneToken]:
+        out = self.lane.decode()
+        out += self.lane.prefill(self.lane.prefill_budget())
+        for token in out:
+            assert token.stream_id not in self.done, token  # nothing after the end
+            self.tokens.setdefault(token.stream_id, []).append(token.token_id)
+            if token.done is not None:
+                self.done[token.stream_id] = token.done
+        return out
+
+    def until_done(self, *stream_ids: str, limit: int = 500) -> None:
+        for _ in range(limit):
+            if all(s in self.done for s in stream_ids):
+                return
+            self.step()
+        raise AssertionError(f"not done: {set(stream_ids) - set(self.done)}")
+
+
+def test_a_stream_alone_gives_generate_steps_tokens(loaded: LoadedModel) -> None:
+    stepper = Stepper(lane(loaded))
+    stepper.lane.admit(request(loaded, "a", prompt(1), 16), set())
+    stepper.until_done("a")
+    assert stepper.tokens["a"] == alone(loaded, prompt(1), 16)
+    assert stepper.done["a"] == "length"
+    assert len(stepper.lane) == 0
+
+
+def test_a_stream_that_gets_company_mid_way_keeps_its_tokens(loaded: LoadedModel) -> None:
+    stepper = Stepper(lane(loaded))
+    stepper.lane.admit(request(loaded, "a", prompt(1), 24), set())
+    for _ in range(6):
+        stepper.step()
+    assert stepper.lane.decoding == 1
+    stepper.lane.admit(request(loaded, "b", prompt(2), 12), set())  # a moves into the batch
+    stepper.until_done("a", "b")
+    assert stepper.tokens["a"] == alone(loaded, prompt(1), 24)
+    assert stepper.tokens["b"] == alone(loaded, prompt(2), 12)
+
+
+def test_streams_leave_at_every_stage_and_the_rest_go_on(loaded: LoadedModel) -> None:
+    stepper = Stepper(lane(loaded, budget=16))
+    batch = stepper.lane
+    batch.admit(request(loaded, "solo", prompt(1), 200), set())
+    stepper.step()
+    assert batch.decoding == 1
+    batch.admit(request(loaded, "long", prompt(2, 100), 200), set())  # prefills 16 a step
+    batch.admit(request(loaded, "next", prompt(3), 200), set())  # waits behind it
+    stepper.step()
+    assert batch.prefilling and batch.stream_ids() == ["long", "next", "solo"]
+    cached = len(batch.prompt_cache)
+
+    batch.remove("long")  # mid-prefill: its partial cache is kept for later
+    assert len(batch.prompt_cache) == cached + 1
+    assert batch.stream_ids() == ["next", "solo"]
+    for _ in range(3):
+        stepper.step()
+    assert batch.decoding == 2 and "long" not in stepper.tokens
+    batch.remove("solo")  # in the batch now
+    batch.remove("never-admitted")  # nothing to do
+    for _ in range(3):
+        stepper.step()
+    assert batch.stream_ids() == ["next"]
+    solo_tokens = len(stepper.tokens["solo"])
+    stepper.step()
+    assert len(stepper.tokens["solo"]) == solo_tokens  # nothing after it left
+    batch.remove("next")
+    assert len(batch) == 0 and batch.stream_ids() == []
+
+
+def test_the_batch_size_holds_later_streams_in_prefill(loaded: LoadedModel) -> None:
+    stepper = Stepper(lane(loaded, max_batch_size=2))
+    for index, stream_id in enumerate(("a", "b", "c")):
+        stepper.lane.admit(request(loaded, stream_id, prompt(index), 4 + 4 * index), set())
+    for _ in range(3):
+        stepper.step()
+    assert stepper.lane.decoding == 2 and stepper.lane.prefilling
+    assert "c" not in stepper.tokens
+    stepper.until_done("a", "b", "c")
+    assert stepper.tokens["c"] == alone(loaded, prompt(2), 12)
+
+
+def test_a_prefill_feeds_at_most_its_budget(loaded: LoadedModel) -> None:
+    batch = lane(loaded, budget=16)
+    batch.admit(request(loaded, "a", prompt(1, 100), 4), set())
+    chunks = []
+    while not batch.decoding:
+        assert not batch.decode()
+        batch.prefill(16)
+        chunks.append(batch.last_prefill_tokens)
+    # 99 tokens go through prefill (the last is the decoder's to feed), 16 at most a step.
+    assert chunks == [16] * 6 + [3]
+
+
+def test_a_finished_streams_cache_serves_the_next_prompt_that_shares_it(
+    loaded: LoadedModel,
+) -> None:
+    stepper = Stepper(lane(loaded))
+    stepper.lane.admit(request(loaded, "a", prompt(1, 40), 4), set())
+    stepper.until_done("a")
+    cached = stepper.lane.admit(request(loaded, "b", prompt(1, 40) + [5, 6, 7], 4), set())
+    assert cached >= 40
+    stepper.until_done("b")
+    assert stepper.tokens["b"] == alone(loaded, prompt(1, 40) + [5, 6, 7], 4)
+
+
+def test_a_stop_token_ends_a_stream_in_the_batch_and_not_its_neighbour(
+    loaded: LoadedModel,
+) -> None:
+    want = alone(loaded, prompt(1), 16)
+    stop = want[8]
+    stepper = Stepper(lane(loaded))
+    stepper.lane.admit(request(loaded, "a", prompt(1), 16), {stop})
+    stepper.lane.admit(request(loaded, "b", prompt(2), 16), set())
+    stepper.until_done("a", "b")
+    assert stepper.done == {"a": "stop", "b": "length"}
+    assert stepper.tokens["a"] == want[: want.index(stop) + 1]
