@@ -11,13 +11,12 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import cast
 
 import mlx.core as mx
-import msgspec
 import pytest
+from tests.engine.fakes import WAIT_S, Sink, fake_model, fake_request
 
 from mlx_serving.config import SchedulerConfig
 from mlx_serving.engine.batch_lane import BatchLane, LaneToken
@@ -28,32 +27,8 @@ from mlx_serving.engine.registry import ModelRegistry
 from mlx_serving.engine.scheduler import Scheduler
 from mlx_serving.engine.stream import StreamRequest
 
-WAIT_S = 10
 LOGPROBS = mx.zeros((16,))
 LONG = 1_000_000  # max_tokens of a stream that runs until it is ended
-
-
-class SpellingDetokenizer:
-    """Token t reads "<t>"."""
-
-    last_segment = ""
-
-    def reset(self) -> None:
-        self.last_segment = ""
-
-    def add_token(self, token_id: int) -> None:
-        self.last_segment = f"<{token_id}>"
-
-    def finalize(self) -> None:
-        self.last_segment = ""
-
-
-class FakeTokenizer:
-    eos_token_ids = [0]
-
-    @property
-    def detokenizer(self) -> SpellingDetokenizer:
-        return SpellingDetokenizer()
 
 
 class FakeLane:
@@ -157,38 +132,6 @@ class Steps(SingleProcess):
         return [lane for lane in self.lanes if lane.model is model]
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.frames: list[tuple[str, dict[str, Any]]] = []
-        self.cond = threading.Condition()
-
-    def emit(self, notifications: list[tuple[str, msgspec.Struct]]) -> None:
-        with self.cond:
-            self.frames += [(name, msgspec.to_builtins(p)) for name, p in notifications]
-            self.cond.notify_all()
-
-    def of(self, stream_id: str) -> list[tuple[str, dict[str, Any]]]:
-        with self.cond:
-            return [(n, p) for n, p in self.frames if p["stream_id"] == stream_id]
-
-    def final(self, stream_id: str) -> dict[str, Any]:
-        """The one final event of a stream, once it is there."""
-        with self.cond:
-            assert self.cond.wait_for(lambda: self._finals(stream_id), WAIT_S), stream_id
-            (final,) = self._finals(stream_id)
-            return final
-
-    def chunks(self, stream_id: str) -> int:
-        return sum(1 for name, _ in self.of(stream_id) if name == "stream.chunk")
-
-    def wait_chunks(self, stream_id: str, count: int) -> None:
-        with self.cond:
-            assert self.cond.wait_for(lambda: self.chunks(stream_id) >= count, WAIT_S)
-
-    def _finals(self, stream_id: str) -> list[dict[str, Any]]:
-        return [p for n, p in self.frames if n == "stream.event" and p["stream_id"] == stream_id]
-
-
 class Rig:
     def __init__(self) -> None:
         self.steps = Steps()
@@ -200,32 +143,13 @@ class Rig:
         self.models.on_retire(self.scheduler.fail_model)
 
     def load(self, model_id: str = "m") -> LoadedModel:
-        model = LoadedModel(
-            model_id=model_id,
-            model=None,
-            tokenizer=FakeTokenizer(),
-            path=Path(model_id),
-            config={},
-            context_length=4096,
-            parameter_count=0,
-            dtype="float16",
-            draft=False,
-        )
+        model = fake_model(model_id)
         self.models.put(model)  # a model it replaces is retired, as in the runtime
         return model
 
     def prepare(self, model: LoadedModel, stream_id: str, max_tokens: int = 3) -> StreamRequest:
         self.scheduler.reserve(stream_id)
-        return StreamRequest(
-            stream_id=stream_id,
-            model=model,
-            prompt_tokens=[1, 2, 3],
-            max_tokens=max_tokens,
-            sampler=lambda logprobs: logprobs,
-            logits_processors=[],
-            stop_sequences=[],
-            stop_token_ids=frozenset(),
-        )
+        return fake_request(model, stream_id, max_tokens)
 
     def run(self, model: LoadedModel, stream_id: str, max_tokens: int = 3) -> StreamRequest:
         request = self.prepare(model, stream_id, max_tokens)
@@ -254,10 +178,6 @@ def rig() -> Iterator[Rig]:
     rig.scheduler.stop(timeout=WAIT_S)
 
 
-def ended(final: dict[str, Any]) -> str:
-    return str(final.get("finish_reason") or final["error"])
-
-
 def test_the_engine_thread_starts_only_when_told() -> None:
     rig = Rig()
     model = rig.load()
@@ -266,7 +186,7 @@ def test_the_engine_thread_starts_only_when_told() -> None:
     assert rig.sink.of("s") == [] and rig.steps.lanes == []
     rig.scheduler.start_engine_thread()
     try:
-        assert ended(rig.sink.final("s")) == "length"
+        assert rig.sink.ended("s") == "length"
         assert rig.sink.chunks("s") == 3
         assert rig.scheduler.active_count == 0
     finally:
@@ -279,12 +199,12 @@ def test_a_stream_prepared_on_a_model_that_is_then_reloaded_fails_cleanly(rig: R
     new = rig.load()  # the same id loaded again: the registry retires `old`
     rig.scheduler.start(request)
 
-    assert ended(rig.sink.final("s")) == "model 'm' was replaced"
+    assert rig.sink.ended("s") == "model 'm' was replaced"
     assert rig.sink.chunks("s") == 0
     assert rig.steps.lanes_of(old) == []  # it never cost a batch
     assert rig.scheduler.active_count == 0
     rig.run(new, "t")
-    assert ended(rig.sink.final("t")) == "length"
+    assert rig.sink.ended("t") == "length"
 
 
 def test_a_reload_while_streams_are_admitted_fails_each_of_them_once(rig: Rig) -> None:
@@ -301,12 +221,12 @@ def test_a_reload_while_streams_are_admitted_fails_each_of_them_once(rig: Rig) -
     rig.steps.open_lanes.set()
 
     for sid in ("a", "b", "c"):
-        assert ended(rig.sink.final(sid)) == "model 'm' was replaced"
+        assert rig.sink.ended(sid) == "model 'm' was replaced"
     (lane,) = rig.steps.lanes_of(old)
     assert lane.admitted == ["a"] and lane.closed  # the others never reached the batch
     assert rig.scheduler.active_count == 0
     rig.run(new, "d")
-    assert ended(rig.sink.final("d")) == "length"
+    assert rig.sink.ended("d") == "length"
 
 
 def test_a_reloaded_models_batch_runs_beside_the_one_it_replaces(rig: Rig) -> None:
@@ -319,12 +239,12 @@ def test_a_reloaded_models_batch_runs_beside_the_one_it_replaces(rig: Rig) -> No
     new = LoadedModel(**{**old.__dict__, "retirement": type(old.retirement)()})
     rig.run(new, "new", 5)
     rig.resume()
-    assert ended(rig.sink.final("new")) == "length"
+    assert rig.sink.ended("new") == "length"
     assert rig.sink.chunks("new") == 5
     assert rig.sink.of("old")[-1][0] == "stream.chunk"  # still running
 
     rig.models.put(new)  # now the old one is retired
-    assert ended(rig.sink.final("old")) == "model 'm' was replaced"
+    assert rig.sink.ended("old") == "model 'm' was replaced"
     (old_lane,) = rig.steps.lanes_of(old)
     assert old_lane.closed
     assert not rig.steps.lanes_of(new)[0].closed
@@ -338,8 +258,8 @@ def test_an_unload_ends_running_and_queued_streams(rig: Rig) -> None:
     rig.run(model, "queued", LONG)  # started while the engine is inside a step
     rig.models.remove("m")
     rig.resume()
-    assert ended(rig.sink.final("running")) == "model 'm' was unloaded"
-    assert ended(rig.sink.final("queued")) == "model 'm' was unloaded"
+    assert rig.sink.ended("running") == "model 'm' was unloaded"
+    assert rig.sink.ended("queued") == "model 'm' was unloaded"
     (lane,) = rig.steps.lanes
     assert lane.admitted == ["running"] and lane.closed
     assert ("closed", "m") in rig.steps.calls
@@ -353,11 +273,11 @@ def test_a_cancel_before_admission_costs_no_batch(rig: Rig) -> None:
     rig.run(model, "queued", LONG)
     assert rig.scheduler.cancel("queued")
     rig.resume()
-    assert ended(rig.sink.final("queued")) == "cancelled"
+    assert rig.sink.ended("queued") == "cancelled"
     assert rig.sink.chunks("queued") == 0
     assert "queued" not in rig.steps.lanes[0].admitted
     assert rig.scheduler.cancel("running")
-    assert ended(rig.sink.final("running")) == "cancelled"
+    assert rig.sink.ended("running") == "cancelled"
     assert rig.steps.lanes[0].removed == ["running"]
     assert ("removed", "running") in rig.steps.calls
 
@@ -370,7 +290,7 @@ def test_a_cancel_while_the_batch_opens_ends_that_stream_after_admission(rig: Ri
     assert rig.steps.opening.wait(WAIT_S)
     assert rig.scheduler.cancel("s")
     rig.steps.open_lanes.set()
-    assert ended(rig.sink.final("s")) == "cancelled"
+    assert rig.sink.ended("s") == "cancelled"
     assert rig.steps.lanes[0].removed == ["s"]
 
 
@@ -383,7 +303,7 @@ def test_a_failure_outranks_a_cancel(rig: Rig) -> None:
     rig.models.remove("m", "evicted to make room")
     assert rig.scheduler.cancel("s")  # a second cancel changes nothing
     rig.resume()
-    assert ended(rig.sink.final("s")) == "evicted to make room"
+    assert rig.sink.ended("s") == "evicted to make room"
 
 
 def test_a_cancel_of_an_ended_stream_is_refused(rig: Rig) -> None:
@@ -405,9 +325,9 @@ def test_a_failed_batch_fails_its_streams_and_the_next_stream_gets_a_fresh_one(
     rig.steps.lanes[0].fail_decode = RuntimeError("boom")
     rig.resume()
     for sid in ("a", "b"):
-        assert ended(rig.sink.final(sid)) == "generation failed: RuntimeError: boom"
+        assert rig.sink.ended(sid) == "generation failed: RuntimeError: boom"
     rig.run(model, "c")
-    assert ended(rig.sink.final("c")) == "length"
+    assert rig.sink.ended("c") == "length"
     assert len(rig.steps.lanes) == 2
 
 
@@ -418,10 +338,10 @@ def test_stop_cancels_every_stream_and_later_starts_end_at_once(rig: Rig) -> Non
     rig.sink.wait_chunks("b", 1)
     rig.scheduler.stop(timeout=WAIT_S)
     for sid in ("a", "b"):
-        assert ended(rig.sink.final(sid)) == "cancelled"
+        assert rig.sink.ended(sid) == "cancelled"
     assert rig.steps.calls[-2:] == [("closed", "m"), ("stopped",)]
     rig.run(model, "late")
-    assert ended(rig.sink.final("late")) == "cancelled"
+    assert rig.sink.ended("late") == "cancelled"
     with pytest.raises(EngineStopped, match="shutting down"):
         rig.scheduler.run_between_steps(lambda: None)
 
@@ -439,12 +359,12 @@ def test_streams_taken_over_while_the_engine_thread_is_stuck_in_a_step(rig: Rig)
     time.sleep(0.1)  # the work is queued behind the stuck step
 
     rig.scheduler.end_everything("distributed group failed: gone", for_good=True)
-    assert ended(rig.sink.final("s")) == "distributed group failed: gone"
-    assert ended(rig.sink.final("queued")) == "distributed group failed: gone"
+    assert rig.sink.ended("s") == "distributed group failed: gone"
+    assert rig.sink.ended("queued") == "distributed group failed: gone"
     with pytest.raises(EngineStopped, match="gone"):
         waiting.result(WAIT_S)
     rig.run(model, "late")
-    assert ended(rig.sink.final("late")) == "distributed group failed: gone"
+    assert rig.sink.ended("late") == "distributed group failed: gone"
     with pytest.raises(EngineStopped, match="gone"):
         rig.scheduler.run_between_steps(lambda: None)
     assert rig.scheduler.active_count == 0
