@@ -148,3 +148,11 @@ def test_the_budget_follows_measured_costs() -> None:
     budget.decode_s = 0.2  # decoding alone overruns the step: prefill still moves
     assert budget.tokens(decoding=True) == 16
     assert StepBudget(0.05, 2048, fixed_tokens=64).tokens(decoding=True) == 64
+
+
+def test_the_disk_gate_sees_the_fastest_prefill_not_one_slowed_by_compiling() -> None:
+    budget = StepBudget(max_step_s=0.050, max_chunk_tokens=2048)
+    budget.record_prefill(2000, 0.040)  # 50k tokens/s
+    budget.record_prefill(300, 0.300)  # a new chunk shape compiling: 1k tokens/s
+    assert budget.prefill_tokens_per_s is not None and budget.prefill_tokens_per_s < 30_000
+    assert budget.peak_prefill_tokens_per_s == 50_000

@@ -258,6 +258,6 @@ def new_lane(
     )
     disk = None
     if persist_for is not None:
-        disk = disk_blocks(persist_for, settings, lambda: budget.prefill_tokens_per_s)
+        disk = disk_blocks(persist_for, settings, lambda: budget.peak_prefill_tokens_per_s)
     cache = PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries, disk)
     return BatchLane(model, cache, budget, max_batch_size=settings.max_batch_size, solo=solo)

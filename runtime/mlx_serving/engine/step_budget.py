@@ -33,6 +33,10 @@ class StepBudget:
     max_chunk_tokens: int
     fixed_tokens: int | None = None  # a fixed budget instead of the measured one
     prefill_tokens_per_s: float | None = None
+    # The fastest prefill measured: what a disk restore has to beat. The moving average
+    # sinks whenever a new chunk shape compiles (0.1-0.5 s on a GPU), which would make a
+    # fast machine look slow and send its KV to disk for nothing.
+    peak_prefill_tokens_per_s: float | None = None
     decode_s: float = 0.0
 
     def tokens(self, decoding: bool) -> int:
@@ -56,6 +60,8 @@ class StepBudget:
         if tokens < MIN_CHUNK_TOKENS or seconds <= 0:
             return
         rate = tokens / seconds
+        if self.peak_prefill_tokens_per_s is None or rate > self.peak_prefill_tokens_per_s:
+            self.peak_prefill_tokens_per_s = rate
         previous = self.prefill_tokens_per_s
         self.prefill_tokens_per_s = (
             rate if previous is None else previous + SMOOTHING * (rate - previous)
