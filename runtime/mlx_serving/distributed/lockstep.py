@@ -33,6 +33,7 @@ import msgspec
 from ..config import DistributedConfig, SchedulerConfig
 from ..engine.batch_lane import BatchLane, LaneToken, new_lane
 from ..engine.between_steps import EngineAbandoned, EngineStopped
+from ..engine.lanes import ModelLane
 from ..engine.loader import LoadedModel
 from ..engine.scheduler import Scheduler
 from ..engine.stream import StreamRequest
@@ -135,7 +136,7 @@ class GroupLockstep:
     def closed(self, model_id: str) -> None:
         self._journal.append(DropLane(model_id))
 
-    def begin_step(self, lanes: list[tuple[str, BatchLane]], idle: bool) -> list[int]:
+    def begin_step(self, lanes: list[ModelLane], idle: bool) -> list[int]:
         """Every rank gets the journal and the step: which batches step and how many
         prompt tokens each prefills, measured here alone."""
         if self._task_failure is not None:
@@ -143,9 +144,9 @@ class GroupLockstep:
             raise failure
         if self._group.failure is not None:
             raise GroupFailed(self._group.failure)
-        budgets = [lane.prefill_budget() for _, lane in lanes]
+        budgets = [entry.lane.prefill_budget() for entry in lanes]
         step = Step(
-            [model_id for model_id, _ in lanes],
+            [entry.model.model_id for entry in lanes],
             prefill_tokens=budgets,
             idle_s=self._config.idle_tick_s if idle else 0.0,
         )

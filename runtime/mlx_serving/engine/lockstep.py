@@ -30,6 +30,7 @@ from .loader import LoadedModel
 from .stream import StreamRequest
 
 if TYPE_CHECKING:
+    from .lanes import ModelLane
     from .scheduler import Scheduler
 
 
@@ -47,7 +48,7 @@ class Lockstep(Protocol):
 
     def closed(self, model_id: str) -> None: ...
 
-    def begin_step(self, lanes: list[tuple[str, BatchLane]], idle: bool) -> list[int] | None:
+    def begin_step(self, lanes: list[ModelLane], idle: bool) -> list[int] | None:
         """Before the batches with streams (`lanes`, in stepping order) step; `idle`: no
         batch has a stream and nothing waits. Returns the prompt tokens each prefills, or
         None to size each prefill after its decode."""
@@ -86,7 +87,7 @@ class SingleProcess:
     def closed(self, model_id: str) -> None:
         pass
 
-    def begin_step(self, lanes: list[tuple[str, BatchLane]], idle: bool) -> list[int] | None:
+    def begin_step(self, lanes: list[ModelLane], idle: bool) -> list[int] | None:
         return None
 
     def decode(self, lane: BatchLane) -> list[LaneToken]:

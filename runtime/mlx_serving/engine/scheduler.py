@@ -51,11 +51,10 @@ class Scheduler:
         self._streams: dict[str, ActiveStream] = {}
         # Taken for admission but not admitted yet: unload must still see them.
         self._admitting: deque[StreamRequest] = deque()
-        # Engine thread only.
+        # Engine thread only (Lanes locks what runtime/metrics reads of it). While the
+        # engine thread is stuck in a collective, end_everything takes these over.
         self._lanes = Lanes(self._lockstep, batch or SchedulerConfig())
-        # The pass's notifications not sent yet; the lockstep's watchdog sends them while
-        # the engine thread is stuck in a collective (end_everything).
-        self._out: list[Notification] = []
+        self._out: list[Notification] = []  # the pass's notifications not sent yet
         # Written by any thread under _cond; the engine thread takes them under it.
         self._admitted: list[StreamRequest] = []
         self._retired: list[LoadedModel] = []  # models whose batch is still to drop
@@ -298,7 +297,7 @@ class Scheduler:
         waits for a chunk of somebody else's prompt."""
         entries = self._lanes.busy()
         idle = not entries and self._nothing_queued()
-        planned = self._lockstep.begin_step([(e.model.model_id, e.lane) for e in entries], idle)
+        planned = self._lockstep.begin_step(entries, idle)
         decode_s: list[float] = []
         for entry in entries:
             started = time.perf_counter()
