@@ -188,3 +188,71 @@ def test_a_stop_token_ends_a_stream_in_the_batch_and_not_its_neighbour(
     stepper.until_done("a", "b")
     assert stepper.done == {"a": "stop", "b": "length"}
     assert stepper.tokens["a"] == want[: want.index(stop) + 1]
+
+
+def shared_prompts(count: int, prefix: int = 200, suffix: int = 10) -> list[list[int]]:
+    head = prompt(7, prefix)
+    return [head + prompt(20 + i, suffix) for i in range(count)]
+
+
+def fed(stepper: Stepper, *stream_ids: str) -> int:
+    """Prompt tokens the lane fed until the streams ended."""
+    total = 0
+    for _ in range(500):
+        if all(s in stepper.done for s in stream_ids):
+            return total
+        stepper.step()
+        total += stepper.lane.last_prefill_tokens
+    raise AssertionError("not done")
+
+
+def test_prompts_that_arrive_together_with_one_prefix_prefill_it_once(
+    loaded: LoadedModel,
+) -> None:
+    stepper = Stepper(lane(loaded, budget=64))
+    prompts = shared_prompts(3)
+    cached = [
+        stepper.lane.admit(request(loaded, f"s{i}", tokens, 8), set())
+        for i, tokens in enumerate(prompts)
+    ]
+    assert cached == [0, 200, 200]  # told at admission, as stream.stats reports it
+    # The first prompt all but its last token; the others their own suffix only.
+    assert fed(stepper, "s0", "s1", "s2") == 209 + 2 * 9
+    for i, tokens in enumerate(prompts):
+        assert stepper.tokens[f"s{i}"] == alone(loaded, tokens, 8)
+
+
+def test_a_prompt_follows_the_longest_shared_prefix_and_a_chain_holds(
+    loaded: LoadedModel,
+) -> None:
+    stepper = Stepper(lane(loaded, budget=64))
+    head = prompt(7, 200)
+    first = head + prompt(30, 100)  # 300 tokens
+    second = first + prompt(31, 10)  # shares all 299 the first one prefills
+    third = head + prompt(32, 10)  # shares 200 with both: follows the first
+    assert stepper.lane.admit(request(loaded, "a", first, 6), set()) == 0
+    assert stepper.lane.admit(request(loaded, "b", second, 6), set()) == 299
+    assert stepper.lane.admit(request(loaded, "c", third, 6), set()) == 200
+    assert fed(stepper, "a", "b", "c") == 299 + 10 + 9
+    assert stepper.tokens["b"] == alone(loaded, second, 6)
+    assert stepper.tokens["c"] == alone(loaded, third, 6)
+
+
+def test_a_follower_whose_leader_leaves_mid_prefill_prefills_the_rest_itself(
+    loaded: LoadedModel,
+) -> None:
+    stepper = Stepper(lane(loaded, budget=64))
+    prompts = shared_prompts(2)
+    stepper.lane.admit(request(loaded, "leader", prompts[0], 8), set())
+    stepper.lane.admit(request(loaded, "follower", prompts[1], 8), set())
+    stepper.step()  # the leader has fed 64 of the 200 shared tokens
+    stepper.lane.remove("leader")
+    stepper.until_done("follower")
+    assert stepper.tokens["follower"] == alone(loaded, prompts[1], 8)
+
+
+def test_short_shared_prefixes_are_not_worth_following(loaded: LoadedModel) -> None:
+    stepper = Stepper(lane(loaded, budget=64))
+    prompts = shared_prompts(2, prefix=40)
+    stepper.lane.admit(request(loaded, "a", prompts[0], 4), set())
+    assert stepper.lane.admit(request(loaded, "b", prompts[1], 4), set()) == 0

@@ -25,6 +25,7 @@ from .kv_disk import disk_blocks
 from .loader import LoadedModel
 from .prefill import Prefill
 from .prompt_cache import PromptCache
+from .shared_prefix import best_leader
 from .solo_decoder import SoloDecoder
 from .step_budget import StepBudget
 from .stream import StreamRequest
@@ -86,8 +87,14 @@ class BatchLane:
         """Queue a stream for prefill; returns how many prompt tokens came from the cache."""
         lookup = self.prompt_cache.fetch(request.prompt_tokens)
         stop_ids = eos_token_ids | set(request.stop_token_ids)
-        self._waiting.append(Prefill(self._model, request, lookup, stop_ids))
-        return lookup.cached_tokens
+        prefill = Prefill(self._model, request, lookup, stop_ids)
+        cached = lookup.cached_tokens
+        leader = best_leader(self._waiting, request.prompt_tokens, cached)
+        if leader is not None:
+            prefill.follow(*leader)
+            cached = prefill.shared_tokens
+        self._waiting.append(prefill)
+        return cached
 
     # A step is decode() then prefill(); the scheduler sends the decoded tokens in between,
     # so no stream's token waits for a chunk of another prompt.
@@ -151,6 +158,7 @@ class BatchLane:
         return handed_over, fed
 
     def _start_decoding(self, prefill: Prefill) -> list[LaneToken]:
+        self._hand_prefix_to_followers(prefill)
         if self._solo_allowed and not self.decoding:
             self._solo = SoloDecoder(self._model, prefill)
             return []
@@ -164,6 +172,13 @@ class BatchLane:
             max_tokens=prefill.request.max_tokens,
         )
         return solo_token
+
+    def _hand_prefix_to_followers(self, leader: Prefill) -> None:
+        """Before `leader`'s cache moves on (to a decoder, or out with its stream), the
+        prompts following it take their views of it."""
+        for prefill in self._waiting:
+            if prefill.leader is leader:
+                prefill.take_shared()
 
     def _hand_solo_to_batch(self) -> list[LaneToken]:
         solo, self._solo = self._solo, None
@@ -215,6 +230,7 @@ class BatchLane:
         for prefill in self._waiting:
             if prefill.stream_id == stream_id:
                 self._waiting.remove(prefill)
+                self._hand_prefix_to_followers(prefill)
                 if len(prefill.cache_tokens):
                     self.prompt_cache.store(prefill.cache_tokens, prefill.cache)
                 return

@@ -16,6 +16,7 @@ from mlx_lm.generate import generation_stream
 from mlx_lm.models.cache import make_prompt_cache
 
 from .prompt_cache import CacheLookup
+from .shared_prefix import prefix_views
 from .stream import StreamRequest
 
 
@@ -31,10 +32,35 @@ class Prefill:
         )
         self.cache_tokens: list[int] = list(request.prompt_tokens[: lookup.cached_tokens])
         self.remaining: list[int] = list(lookup.remaining)  # never empty
+        # An older waiting prompt whose KV this one takes its first `shared_tokens` from
+        # once that prompt's prefill is done (shared_prefix.py).
+        self.leader: Prefill | None = None
+        self.shared_tokens = 0
 
     @property
     def stream_id(self) -> str:
         return self.request.stream_id
+
+    def follow(self, leader: Prefill, shared_tokens: int) -> None:
+        """Take the first `shared_tokens` prompt tokens from `leader` instead of prefilling
+        them; until then this prompt holds nothing (a prompt-cache hit is let go)."""
+        self.leader, self.shared_tokens = leader, shared_tokens
+        self.cache = make_prompt_cache(self._model)
+        self.cache_tokens = []
+        self.remaining = list(self.request.prompt_tokens)
+
+    def take_shared(self) -> None:
+        """The leader's prefill is done, or it was taken out early: take views of what it
+        holds of the shared prefix (all of it, unless it left before filling it)."""
+        leader, self.leader = self.leader, None
+        if leader is None:
+            return
+        tokens = min(self.shared_tokens, len(leader.cache_tokens))
+        if tokens == 0:
+            return
+        self.cache = prefix_views(leader.cache, tokens)
+        self.cache_tokens = list(self.request.prompt_tokens[:tokens])
+        self.remaining = list(self.request.prompt_tokens[tokens:])
 
     @property
     def done(self) -> bool:
@@ -43,6 +69,8 @@ class Prefill:
 
     def run(self, max_tokens: int) -> int:
         """Feed up to `max_tokens` more prompt tokens; returns how many were fed."""
+        if self.leader is not None:  # first come, first served: the leader is done by now
+            self.take_shared()
         count = min(max_tokens, len(self.remaining) - 1)
         if count <= 0:
             return 0
