@@ -7,9 +7,12 @@ Every figure is a ratio against a baseline measured in the same run, on the same
 - TTFT of the k-th of N prompts sent together / TTFT of one prompt alone (target: the
   first <= 1.3x, the k-th <= (k + 0.3)x);
 - the N prompts' last first token / (N x alone): total prefill against serial (<= 1.15x);
+- 4 prompts sent together that differ only in their last 32 tokens: the last one's first
+  token / one alone (<= 2x, half of serial: the shared prefix is prefilled once);
 - a decoding stream's largest gap between tokens while a prompt is prefilled beside it,
   against max(2 x max_step_ms, 3 x its median gap) (<= 1.0x).
-Prompts are distinct random tokens and the prompt cache is off, so nothing is reused.
+Prompts are distinct random tokens (but for the shared-prefix row) and the prompt cache is
+off, so nothing is reused across requests.
 TTFT is timed by this client, from writing the request to reading the first chunk.
 """
 
@@ -116,13 +119,16 @@ class Bench:
     def prompt(self) -> list[int]:
         return [self.random.randrange(10, self.vocab) for _ in range(self.prompt_tokens)]
 
-    def ttfts(self, n: int) -> list[float]:
-        """First-token times of n prompts written back to back, in the order sent."""
+    def ttfts(self, n: int, shared: int = 0) -> list[float]:
+        """First-token times of n prompts written back to back, in the order sent; all but
+        their last `prompt_tokens - shared` tokens the same when `shared`."""
         ids, sent = [], []
+        head = self.prompt()[:shared]
         for _ in range(n):
             self.count += 1
             stream_id = f"p{self.count}"
-            _, at = self.runtime.send("generate", _generate(self.prompt(), 2, stream_id))
+            prompt = head + self.prompt()[shared:]
+            _, at = self.runtime.send("generate", _generate(prompt, 2, stream_id))
             ids.append(stream_id)
             sent.append(at)
         self.runtime.wait_ended(ids)
@@ -228,6 +234,16 @@ def run(bench: Bench, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "limit": 1.15,
             }
         )
+    shared = args.prompt - 32
+    bench.ttfts(4, shared)  # warm up the shapes of the suffixes
+    runs = [bench.ttfts(4, shared) for _ in range(args.repeats)]
+    rows.append(
+        {
+            "what": f"4 together sharing {shared} tokens: last first token / alone",
+            "ratio": statistics.median(run[-1] for run in runs) / alone,
+            "limit": 2.0,
+        }
+    )
     gaps = [bench.gaps_beside_prefill() for _ in range(args.repeats)]
     median = statistics.median(g[0] for g in gaps)
     largest = max(g[1] for g in gaps)

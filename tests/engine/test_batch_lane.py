@@ -256,3 +256,23 @@ def test_short_shared_prefixes_are_not_worth_following(loaded: LoadedModel) -> N
     prompts = shared_prompts(2, prefix=40)
     stepper.lane.admit(request(loaded, "a", prompts[0], 4), set())
     assert stepper.lane.admit(request(loaded, "b", prompts[1], 4), set()) == 0
+
+
+@pytest.mark.parametrize("company", [False, True], ids=["leader decodes alone", "in the batch"])
+def test_a_prompt_arriving_a_step_after_its_prefix_was_prefilled_takes_it(
+    loaded: LoadedModel, company: bool
+) -> None:
+    stepper = Stepper(lane(loaded, budget=512))
+    prompts = shared_prompts(2)
+    if company:
+        stepper.lane.admit(request(loaded, "other", prompt(3), 40), set())
+        stepper.step()
+    stepper.lane.admit(request(loaded, "a", prompts[0], 8), set())
+    stepper.step()  # a's whole prompt in one step: it decodes from the next one
+    assert stepper.lane.admit(request(loaded, "b", prompts[1], 8), set()) == 200
+    assert fed(stepper, "a", "b") == 9
+    assert stepper.tokens["a"] == alone(loaded, prompts[0], 8)
+    assert stepper.tokens["b"] == alone(loaded, prompts[1], 8)
+    if company:
+        stepper.until_done("other")
+        assert stepper.tokens["other"] == alone(loaded, prompt(3), 40)

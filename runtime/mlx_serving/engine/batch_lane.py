@@ -25,7 +25,7 @@ from .kv_disk import disk_blocks
 from .loader import LoadedModel
 from .prefill import Prefill
 from .prompt_cache import PromptCache
-from .shared_prefix import best_leader
+from .shared_prefix import best_leader, sliceable
 from .solo_decoder import SoloDecoder
 from .step_budget import StepBudget
 from .stream import StreamRequest
@@ -61,6 +61,10 @@ class BatchLane:
         self._model = model
         self._max_batch = max_batch_size
         self._waiting: deque[Prefill] = deque()  # oldest first
+        # Prompts whose prefill ended in the last step: until the next step decodes, a
+        # prompt admitted now can still take views of their KV (shared_prefix.py) at no
+        # cost to them. Prompts sent together often arrive a step apart.
+        self._just_prefilled: list[Prefill] = []
         self._solo: SoloDecoder | None = None
         self._generator = BatchGenerator(model, completion_batch_size=max_batch_size)
         self._stream_of: dict[int, str] = {}
@@ -89,10 +93,14 @@ class BatchLane:
         stop_ids = eos_token_ids | set(request.stop_token_ids)
         prefill = Prefill(self._model, request, lookup, stop_ids)
         cached = lookup.cached_tokens
-        leader = best_leader(self._waiting, request.prompt_tokens, cached)
+        leader = best_leader(
+            [*self._just_prefilled, *self._waiting], request.prompt_tokens, cached
+        )
         if leader is not None:
             prefill.follow(*leader)
             cached = prefill.shared_tokens
+            if leader[0] in self._just_prefilled:
+                prefill.take_shared()
         self._waiting.append(prefill)
         return cached
 
@@ -101,6 +109,7 @@ class BatchLane:
 
     def decode(self) -> list[LaneToken]:
         """One token for every decoding stream."""
+        self._just_prefilled.clear()  # decoding writes past their prompts from here on
         started = time.perf_counter()
         tokens = self._decode()
         if tokens:
@@ -159,6 +168,8 @@ class BatchLane:
 
     def _start_decoding(self, prefill: Prefill) -> list[LaneToken]:
         self._hand_prefix_to_followers(prefill)
+        if sliceable(prefill.cache):
+            self._just_prefilled.append(prefill)
         if self._solo_allowed and not self.decoding:
             self._solo = SoloDecoder(self._model, prefill)
             return []
