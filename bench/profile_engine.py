@@ -2,6 +2,7 @@
 shows (bench_throughput's tiny model): each layer added in turn, in one run.
 
     python bench/profile_engine.py [--tokens 3000] [--rounds 3] [--bias] [--profile]
+    python bench/profile_engine.py --hidden 2048 --layers 16 --tokens 500   # the 0.9B model
 
 Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
 - `mlx_lm.generate_step` alone: the model's step, no text (what the runtime cannot go below),
@@ -48,9 +49,7 @@ class _NullSink:
                 self.ended.set()
 
 
-def _engine_rate(
-    model_dir: Path, tokens: int, real_sink: bool, profile: bool, bias: bool
-) -> float:
+def _engine_rate(model_dir: Path, tokens: int, real_sink: bool, profile: bool, bias: bool) -> float:
     from mlx_serving.config import Settings
     from mlx_serving.engine import scheduler as scheduler_module
     from mlx_serving.engine.engine import Engine
@@ -280,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         "--bias", action="store_true", help="with a logit bias (a logits processor) on EOS"
     )
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--hidden", type=int, default=64, help="64 x 2 layers: the tiny model")
+    parser.add_argument("--layers", type=int, default=2)
     args = parser.parse_args(argv)
 
     from mlx_serving.native_bridge.blas import preload_optimized_blas
@@ -288,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlx_serving.testing import make_model
 
     workdir = Path(tempfile.mkdtemp(prefix="profile-engine-"))
-    model_dir = make_model(workdir / "tiny", "llama", hidden_size=64, num_layers=2, seed=3)
+    model_dir = make_model(
+        workdir / "model", "llama", hidden_size=args.hidden, num_layers=args.layers, seed=3
+    )
     n, bias = args.tokens, args.bias
     layers: list[tuple[str, Any]] = [
         ("mlx_lm.stream_generate (baseline)", lambda: _reference_rate(model_dir, n, bias)),
@@ -306,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         _engine_rate(model_dir, n, True, True, bias)
     reference = best[0]
-    print(f"tiny llama h64 L2, {n} tokens, best of {args.rounds} interleaved rounds, bias={bias}")
+    print(
+        f"llama h{args.hidden} L{args.layers} fp32, {n} tokens, best of {args.rounds} "
+        f"interleaved rounds, bias={bias}"
+    )
     print("| layer | tok/s | us/token | cost over baseline, us/token |")
     print("|---|---:|---:|---:|")
     for (label, _), rate in zip(layers, best, strict=True):
