@@ -146,7 +146,7 @@ class Scheduler:
         if self._thread.ident is not None:
             self._thread.join(timeout)
         if self._thread.ident is None or self._thread.is_alive():
-            log.warning("the engine thread is still in a step; ending its streams from here")
+            log.warning("the engine thread is in a step (or never ran): its streams end here")
             with self._cond:
                 # Counted by the engine thread without the lock: one token behind at worst.
                 generated = {sid: stream.generated for sid, stream in self._streams.items()}
