@@ -93,9 +93,7 @@ class BatchLane:
         stop_ids = eos_token_ids | set(request.stop_token_ids)
         prefill = Prefill(self._model, request, lookup, stop_ids)
         cached = lookup.cached_tokens
-        leader = best_leader(
-            [*self._just_prefilled, *self._waiting], request.prompt_tokens, cached
-        )
+        leader = best_leader([*self._just_prefilled, *self._waiting], request.prompt_tokens, cached)
         if leader is not None:
             prefill.follow(*leader)
             cached = prefill.shared_tokens

@@ -45,9 +45,6 @@ class ActiveStream:
     # Splits text, reasoning and tool calls where the request asked for that.
     response: ResponseSplitter | None = field(init=False)
     last_token_id: int = 0
-    # Set from request threads (cancel, unload); acted on by the engine thread.
-    cancel_reason: str | None = None
-    failure: str | None = None
 
     def __post_init__(self) -> None:
         output = self.request.chat_output

@@ -17,9 +17,7 @@ hold more than `max_pending_bytes` of blocks waiting is dropped instead of waiti
 from __future__ import annotations
 
 import logging
-import os
 import re
-import sys
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -28,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .block_file import TEMP_SUFFIX, BadBlock, Tensors, read_block, read_header, write_block
+from .folder import files_in, lowest_priority, touch
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ class BlockStore:
             entry = self._index.get(block)
             if entry is not None:
                 entry.last_access = now
-            self._jobs.append(lambda: _touch(path, now))
+            self._jobs.append(lambda: touch(path, now))
             self._wake.notify()
         return tensors
 
@@ -221,7 +220,7 @@ class BlockStore:
     def _run(self) -> None:
         self._run_job(self._scan)  # at normal priority: the first lookups wait for it
         self._indexed.set()
-        _lowest_priority()
+        lowest_priority()
         while True:
             with self._lock:
                 while not self._jobs and not self._closed:
@@ -322,7 +321,7 @@ class BlockStore:
             return
         seen: dict[str, _Entry] = {}
         for folder in folders:
-            for path in _files(folder):
+            for path in files_in(folder):
                 entry = self._scan_file(path)
                 if entry is not None:
                     seen[path.name[:64]] = entry
@@ -386,31 +385,3 @@ class BlockStore:
     def _forget(self, block: str) -> None:
         with self._lock:
             self._drop_entry(block)
-
-
-def _lowest_priority() -> None:
-    """Run the calling thread at nice 19: copying, checksumming and writing blocks then
-    take a core only when decode leaves one idle (about 1.5% of one under contention),
-    instead of stalling the other half of a parallel matmul on a small machine. Linux
-    only: there a thread id is a task that setpriority accepts; elsewhere it would name
-    a process."""
-    if sys.platform != "linux":
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except OSError:
-        pass
-
-
-def _files(folder: Path) -> list[Path]:
-    try:
-        return [p for p in folder.iterdir() if p.is_file()]
-    except OSError:
-        return []
-
-
-def _touch(path: Path, when: float) -> None:
-    try:
-        os.utime(path, (when, when))
-    except OSError:
-        pass  # evicted meanwhile
