@@ -180,10 +180,12 @@ class GroupLockstep:
         if not isinstance(exc, GroupFailed):
             log.exception("the distributed group failed")
         with self._abort_lock:
-            if not self._abandoned:
-                self._abandoned = True
+            ending = not self._abandoned
+            self._abandoned = True
+        self._group.fail(reason)  # on record first, as in _expire
+        if ending:
+            with self._abort_lock:
                 self._engine.end_everything(failure_message(reason), for_good=True)
-        self._group.fail(reason)
         return True
 
     def close(self) -> None:
@@ -236,10 +238,14 @@ class GroupLockstep:
                 return  # the engine thread came back (or already failed the group)
             self._abandoned = True
             reason = self._group.failure or reason
-            # The engine thread is stuck inside the collective and touches nothing until
-            # it takes the lock: its streams and unsent notifications are ours.
-            self._engine.end_everything(failure_message(reason), for_good=True)
+        # The failure is on record before the streams hear of it: a generate sent after
+        # their error events is refused, not started on a group that is gone. (Outside the
+        # lock: the group's listeners expire the watchdog, which takes it.)
         self._group.fail(reason)
+        with self._abort_lock:
+            # The engine thread is stuck inside the collective, or back and abandoned:
+            # either way it touches nothing now, so its streams and notifications are ours.
+            self._engine.end_everything(failure_message(reason), for_good=True)
 
 
 def _describe(exc: Exception | None) -> str:
