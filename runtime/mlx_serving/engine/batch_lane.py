@@ -85,7 +85,11 @@ class BatchLane:
 
     def prefill_budget(self) -> int:
         """Prompt tokens the next prefill may feed, as measured so far (step_budget.py)."""
-        return self.budget.tokens(decoding=self.decoding > 0)
+        head = self._waiting[0] if self._waiting else None
+        context = 0
+        if head is not None:
+            context = head.shared_tokens if head.leader is not None else len(head.cache_tokens)
+        return self.budget.tokens(decoding=self.decoding > 0, context=context)
 
     def admit(self, request: StreamRequest, eos_token_ids: set[int]) -> int:
         """Queue a stream for prefill; returns how many prompt tokens came from the cache."""
@@ -118,9 +122,9 @@ class BatchLane:
         """Up to `prefill_tokens` of the waiting prompts, oldest first. Returns the token a
         lone decoding stream had already sampled if it moved into the batch."""
         started = time.perf_counter()
-        handed_over, fed = self._prefill(prefill_tokens)
+        handed_over, fed, attended = self._prefill(prefill_tokens)
         if fed:
-            self.budget.record_prefill(fed, time.perf_counter() - started)
+            self.budget.record_prefill(fed, time.perf_counter() - started, attended)
         self.last_prefill_tokens = fed
         return handed_over
 
@@ -145,14 +149,17 @@ class BatchLane:
             )
         return tokens
 
-    def _prefill(self, budget: int) -> tuple[list[LaneToken], int]:
+    def _prefill(self, budget: int) -> tuple[list[LaneToken], int, float]:
         """Returns the token a solo stream had already sampled when it moved to the batch,
-        and how many prompt tokens were fed."""
+        how many prompt tokens were fed, and the context they attended to (step_budget)."""
         handed_over: list[LaneToken] = []
         fed = 0
+        attended = 0.0
         while self._waiting and self.decoding < self._max_batch:
             prefill = self._waiting[0]
-            fed += prefill.run(budget - fed)
+            count = prefill.run(budget - fed)
+            fed += count
+            attended += count * (len(prefill.cache_tokens) - count / 2)
             if not prefill.done:
                 break
             self._waiting.popleft()
@@ -162,7 +169,7 @@ class BatchLane:
             # never delaying that first token by a chunk of somebody else's prompt.
             if self._waiting and len(self._waiting[0].remaining) - 1 > budget - fed:
                 break
-        return handed_over, fed
+        return handed_over, fed, attended
 
     def _start_decoding(self, prefill: Prefill) -> list[LaneToken]:
         self._hand_prefix_to_followers(prefill)

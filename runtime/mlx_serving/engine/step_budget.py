@@ -11,7 +11,9 @@ cancel or a shutdown waits for at most one such chunk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .prefill_cost import PrefillCost
 
 # With nothing decoding, a step may take this many times max_step_ms.
 IDLE_STEP_FACTOR = 4.0
@@ -38,8 +40,12 @@ class StepBudget:
     # fast machine look slow and send its KV to disk for nothing.
     peak_prefill_tokens_per_s: float | None = None
     decode_s: float = 0.0
+    # Chunk cost against length and context; sizes chunks once it can (prefill_cost.py).
+    cost: PrefillCost = field(default_factory=PrefillCost)
 
-    def tokens(self, decoding: bool) -> int:
+    def tokens(self, decoding: bool, context: int = 0) -> int:
+        """The prompt tokens a step may prefill; `context`: tokens the next prompt to be
+        fed already holds in its cache."""
         if self.fixed_tokens is not None:
             return self.fixed_tokens
         rate = self.prefill_tokens_per_s
@@ -50,15 +56,21 @@ class StepBudget:
             spare *= DECODING_MARGIN
         else:
             spare = self.max_step_s * IDLE_STEP_FACTOR
-        return max(MIN_CHUNK_TOKENS, min(self.max_chunk_tokens, int(spare * rate)))
+        fitted = self.cost.tokens_within(spare, context)
+        tokens = fitted if fitted is not None else int(spare * rate)
+        return max(MIN_CHUNK_TOKENS, min(self.max_chunk_tokens, tokens))
 
     def record_decode(self, seconds: float) -> None:
         self.decode_s += SMOOTHING * (seconds - self.decode_s)
 
-    def record_prefill(self, tokens: int, seconds: float) -> None:
+    def record_prefill(self, tokens: int, seconds: float, attended: float | None = None) -> None:
+        """`attended`: the sum over the prompts fed of n * (c + n / 2), n tokens fed after
+        c cached (prefill_cost.py); without it only the plain rate learns."""
         # Chunks too small to time well would only add noise.
         if tokens < MIN_CHUNK_TOKENS or seconds <= 0:
             return
+        if attended is not None:
+            self.cost.record(tokens, attended, seconds)
         rate = tokens / seconds
         if self.peak_prefill_tokens_per_s is None or rate > self.peak_prefill_tokens_per_s:
             self.peak_prefill_tokens_per_s = rate
