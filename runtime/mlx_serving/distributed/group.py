@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,8 @@ from pathlib import Path
 import msgspec
 
 from ..config import Settings
-from ..protocol.methods import DistributedStatus, MemoryInfo, RankStatus
+from ..process_memory import process_memory
+from ..protocol.methods import DistributedStatus, RankStatus
 from .channel import Channel
 from .hostfile import Hostfile, read_hostfile
 from .launcher import PeerLauncher, rank_environments
@@ -41,7 +41,7 @@ def rank_status(rank: int) -> RankStatus:
         rank=rank,
         host=socket.gethostname()[:200],
         pid=os.getpid(),
-        memory=_process_memory(),
+        memory=process_memory(),
         mlx_active_bytes=int(mx.get_active_memory()),
         mlx_peak_bytes=int(mx.get_peak_memory()),
     )
@@ -51,19 +51,6 @@ def gather_status(channel: Channel) -> list[RankStatus]:
     """Every rank's status, in rank order (a collective: every rank calls it)."""
     records = channel.gather(_status_encoder.encode(rank_status(channel.rank)))
     return [_status_decoder.decode(record) for record in records]
-
-
-def _process_memory() -> MemoryInfo:
-    try:
-        with open("/proc/self/statm") as statm:
-            vms_pages, rss_pages = (int(x) for x in statm.read().split()[:2])
-        page = os.sysconf("SC_PAGE_SIZE")
-        return MemoryInfo(rss=rss_pages * page, vms=vms_pages * page)
-    except OSError:
-        import resource
-
-        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return MemoryInfo(rss=usage if sys.platform == "darwin" else usage * 1024, vms=0)
 
 
 def connect(backend: str, timeout: float, given_up: Callable[[], str | None]) -> Channel:

@@ -3,7 +3,6 @@ will serve."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -14,12 +13,12 @@ from .. import __version__
 from ..dispatch import Deferred, Method
 from ..engine import kv_disk
 from ..engine.vision import LoadedVisionModel
+from ..process_memory import process_memory
 from ..protocol.errors import NotAvailable
 from ..protocol.methods import (
     METHODS,
     Empty,
     Limits,
-    MemoryInfo,
     MemoryState,
     PromptCacheInfo,
     RuntimeInfo,
@@ -40,20 +39,6 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def _memory() -> MemoryInfo:
-    try:
-        with open("/proc/self/statm") as statm:
-            vms_pages, rss_pages = (int(x) for x in statm.read().split()[:2])
-        page = os.sysconf("SC_PAGE_SIZE")
-        return MemoryInfo(rss=rss_pages * page, vms=vms_pages * page)
-    except OSError:
-        import resource
-
-        # ru_maxrss is bytes on macOS, KiB on Linux; only macOS lacks /proc.
-        usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return MemoryInfo(rss=usage if sys.platform == "darwin" else usage * 1024, vms=0)
 
 
 def _backend() -> str:
@@ -123,7 +108,7 @@ def _engine_gauges(context: RuntimeContext) -> list[GaugeFamily]:
     import mlx.core as mx
 
     engine = context.engine
-    memory = _memory()
+    memory = process_memory()
     caches = sorted(engine.prompt_cache_stats().items())
 
     def per_model(key: str) -> list[tuple[str, float]]:
@@ -228,7 +213,7 @@ def runtime_methods(context: RuntimeContext) -> dict[str, Method]:
             protocol="json-rpc-2.0",
             capabilities=context.capabilities,
             mlx_supported=True,
-            memory=_memory(),
+            memory=process_memory(),
             backend=_backend(),  # type: ignore[arg-type]
             native=context.native.active,
             native_notes=context.native.notes,
