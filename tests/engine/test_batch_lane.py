@@ -276,23 +276,3 @@ def test_a_prompt_arriving_a_step_after_its_prefix_was_prefilled_takes_it(
     if company:
         stepper.until_done("other")
         assert stepper.tokens["other"] == alone(loaded, prompt(3), 40)
-
-
-def test_short_prompts_joining_a_running_batch_are_prefilled_by_it_eight_a_step(
-    loaded: LoadedModel,
-) -> None:
-    stepper = Stepper(lane(loaded, max_batch_size=16, budget=64))
-    for name, seed in (("a", 1), ("b", 2)):
-        stepper.lane.admit(request(loaded, name, prompt(seed), 30), set())
-        stepper.step()
-    assert stepper.lane.decoding == 2 and not stepper.lane.prefilling
-    short = [f"s{i}" for i in range(10)]
-    for i, name in enumerate(short):  # 10 x 11 tokens to feed: more than the budget of 64
-        stepper.lane.admit(request(loaded, name, prompt(40 + i), 6), set())
-    stepper.step()
-    assert stepper.lane.stream_ids()[:2] == ["s8", "s9"]  # still waiting: 8 a step
-    assert stepper.lane.last_prefill_tokens == 8 * 11
-    stepper.until_done("a", "b", *short)
-    for i, name in enumerate(short):
-        assert stepper.tokens[name] == alone(loaded, prompt(40 + i), 6), name
-    assert stepper.tokens["a"] == alone(loaded, prompt(1), 30)

@@ -30,15 +30,6 @@ from .solo_decoder import SoloDecoder
 from .step_budget import StepBudget
 from .stream import StreamRequest
 
-# At most this many prompt tokens left to feed: a prompt joining a running batch is
-# prefilled by the batch, with the others that arrive with it (_prefilled_in_batch).
-SHORT_PROMPT_TOKENS = 128
-# At most this many a step: mlx-lm's BatchGenerator prefills up to 8 prompts in one padded
-# batch, one pass over the weights, which costs about one decode step of the batch
-# whatever the prompts' lengths up to SHORT_PROMPT_TOKENS; so they are bounded by count,
-# not by the step's token budget, which prices single-sequence prefill.
-BATCH_PREFILL_PROMPTS = 8
-
 
 @dataclass
 class LaneToken:
@@ -131,10 +122,10 @@ class BatchLane:
         """Up to `prefill_tokens` of the waiting prompts, oldest first. Returns the token a
         lone decoding stream had already sampled if it moved into the batch."""
         started = time.perf_counter()
-        handed_over, fed, attended, handed_unfed = self._prefill(prefill_tokens)
+        handed_over, fed, attended = self._prefill(prefill_tokens)
         if fed:
             self.budget.record_prefill(fed, time.perf_counter() - started, attended)
-        self.last_prefill_tokens = fed + handed_unfed
+        self.last_prefill_tokens = fed
         return handed_over
 
     def _decode(self) -> list[LaneToken]:
@@ -158,29 +149,15 @@ class BatchLane:
             )
         return tokens
 
-    def _prefill(self, budget: int) -> tuple[list[LaneToken], int, float, int]:
+    def _prefill(self, budget: int) -> tuple[list[LaneToken], int, float]:
         """Returns the token a solo stream had already sampled when it moved to the batch,
-        how many prompt tokens were fed here, the context they attended to (step_budget),
-        and how many short prompts' tokens were handed to the batch to prefill."""
+        how many prompt tokens were fed, and the context they attended to (step_budget)."""
         handed_over: list[LaneToken] = []
         fed = 0
         attended = 0.0
-        handed_unfed = 0
-        handed = 0  # short prompts handed to the batch this step
         while self._waiting and self.decoding < self._max_batch:
             prefill = self._waiting[0]
-            if prefill.leader is not None:  # first come, first served: the leader is done
-                prefill.take_shared()
-            left = len(prefill.remaining) - 1
-            if self._prefilled_in_batch(prefill):
-                if handed >= BATCH_PREFILL_PROMPTS:
-                    break  # next step: their turn comes first
-                self._waiting.popleft()
-                handed += 1
-                handed_unfed += left
-                handed_over += self._start_decoding(prefill, filled=False)
-                continue
-            count = prefill.run(budget - fed - handed_unfed)
+            count = prefill.run(budget - fed)
             fed += count
             attended += count * (len(prefill.cache_tokens) - count / 2)
             if not prefill.done:
@@ -190,28 +167,13 @@ class BatchLane:
             # A stream that just finished its prefill gets its first token next step: go
             # on only with prompts this step can finish too (short ones, arriving together),
             # never delaying that first token by a chunk of somebody else's prompt.
-            if self._waiting and len(self._waiting[0].remaining) - 1 > budget - fed - handed_unfed:
+            if self._waiting and len(self._waiting[0].remaining) - 1 > budget - fed:
                 break
-        return handed_over, fed, attended, handed_unfed
+        return handed_over, fed, attended
 
-    def _prefilled_in_batch(self, prefill: Prefill) -> bool:
-        """A short prompt joining streams that decode in the batch goes in unfilled, and
-        mlx-lm's BatchGenerator prefills it with the others that arrive with it, as one
-        padded batch: one pass over the weights for up to 8 prompts, where prefilling
-        each alone costs a pass each (32 short prompts sent together took 4x the time to
-        their first tokens). Long prompts stay single-sequence: padded, a 4,000-token
-        batch prefills 4-5x slower on a GPU than the prompts one by one."""
-        left = len(prefill.remaining) - 1
-        # Not the tail of a prompt prefilled here in chunks, nor beside a lone decoder
-        # only: the batch processes new prompts before it samples from them, and a stream
-        # handed over from the solo decoder would wait for that with them.
-        return 0 < left <= SHORT_PROMPT_TOKENS and bool(self._uid_of) and not prefill.fed
-
-    def _start_decoding(self, prefill: Prefill, filled: bool = True) -> list[LaneToken]:
-        """`filled`: its prompt is in its cache but for the last token; else the batch
-        prefills what is left (`_prefilled_in_batch`)."""
+    def _start_decoding(self, prefill: Prefill) -> list[LaneToken]:
         self._hand_prefix_to_followers(prefill)
-        if filled and sliceable(prefill.cache):
+        if sliceable(prefill.cache):
             self._just_prefilled.append(prefill)
         if self._solo_allowed and not self.decoding:
             self._solo = SoloDecoder(self._model, prefill)

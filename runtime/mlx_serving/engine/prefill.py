@@ -36,7 +36,6 @@ class Prefill:
         # once that prompt's prefill is done (shared_prefix.py).
         self.leader: Prefill | None = None
         self.shared_tokens = 0
-        self.fed = 0  # prompt tokens fed here (not counting cached or shared ones)
 
     @property
     def stream_id(self) -> str:
@@ -82,5 +81,4 @@ class Prefill:
         # As generate_step does between chunks: the chunk's activations are garbage now.
         mx.clear_cache()
         self.cache_tokens += chunk
-        self.fed += count
         return count
