@@ -166,7 +166,7 @@ class FrameWriter:
             if self._broken:
                 return
             if not self._frames and not self._writing:
-                data = b"".join(f + b"\n" for f in frames)
+                data = b"\n".join(frames) + b"\n"
                 written = self._write_now(data)
                 if written == len(data):
                     return
