@@ -85,10 +85,7 @@ class BatchLane:
 
     def prefill_budget(self) -> int:
         """Prompt tokens the next prefill may feed, as measured so far (step_budget.py)."""
-        head = self._waiting[0] if self._waiting else None
-        context = 0
-        if head is not None:
-            context = head.shared_tokens if head.leader is not None else len(head.cache_tokens)
+        context = self._waiting[0].context if self._waiting else 0
         return self.budget.tokens(decoding=self.decoding > 0, context=context)
 
     def admit(self, request: StreamRequest, eos_token_ids: set[int]) -> int:

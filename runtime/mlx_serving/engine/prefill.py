@@ -63,6 +63,12 @@ class Prefill:
         self.remaining = list(self.request.prompt_tokens[tokens:])
 
     @property
+    def context(self) -> int:
+        """Tokens its cache will hold when its next chunk is fed (the shared prefix of a
+        follower that has not taken it yet)."""
+        return self.shared_tokens if self.leader is not None else len(self.cache_tokens)
+
+    @property
     def done(self) -> bool:
         """Only the last prompt token is left: ready to decode."""
         return len(self.remaining) <= 1
