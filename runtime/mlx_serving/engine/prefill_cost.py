@@ -41,10 +41,10 @@ class PrefillCost:
     def coefficients(self) -> tuple[float, float] | None:
         """(a, b) in seconds, or None before the fit can tell them apart or when it finds
         attention free or negative (noise): the caller's plain rate serves then."""
-        # Scaled so that the determinant test does not depend on the units.
         if self._nn <= 0 or self._aa <= 0:
             return None
         det = self._nn * self._aa - self._na * self._na
+        # Against the product of the diagonal, so the test does not depend on the units.
         if det <= MIN_DETERMINANT * self._nn * self._aa:
             return None
         a = (self._nt * self._aa - self._at * self._na) / det
