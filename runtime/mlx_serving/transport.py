@@ -152,6 +152,8 @@ class FrameWriter:
 
     def send_many(self, frames: list[bytes]) -> None:
         """Queue frames that belong together (one scheduler step) in one go."""
+        if not frames:
+            return  # joined, nothing would still be a line: a blank one
         size = sum(len(f) + 1 for f in frames)
         with self._cond:
             # A batch larger than the whole budget still goes through once the queue is

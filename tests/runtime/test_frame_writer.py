@@ -158,6 +158,20 @@ def test_a_batch_larger_than_the_whole_queue_still_goes_through(
     assert reader.lines() == [frame(0, 0, 500), *big]
 
 
+def test_an_empty_batch_writes_nothing(pipe: tuple[int, int]) -> None:
+    # A step that ended nothing still emits its (empty) batch; a blank line would be a
+    # frame that is not JSON.
+    read_fd, write_fd = pipe
+    reader = Reader(read_fd).start()
+    writer = FrameWriter(write_fd, max_queued_bytes=1000)
+    writer.send_many([])
+    writer.send(frame(0, 0, 10))
+    writer.send_many([])
+    writer.close(WAIT_S)
+    os.close(write_fd)
+    assert reader.lines() == [frame(0, 0, 10)]
+
+
 def test_a_reader_that_is_gone_never_blocks_a_sender(pipe: tuple[int, int]) -> None:
     read_fd, write_fd = pipe
     os.close(read_fd)
