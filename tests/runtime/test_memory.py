@@ -160,7 +160,7 @@ def test_streams_whose_kv_would_need_three_budgets_complete_or_are_refused(
         client.call("load_model", {"model_id": "m", "local_path": str(kv_model_dir)})
         warm = client.generate({**params, "prompt": "warm up " * 10})
         assert warm["stats"]["prompt_tokens"] + 200 <= KV_TOKENS_PER_STREAM
-        time.sleep(0.5)  # idle: freed memory is given back
+        time.sleep(0.5)  # the warm-up stream's release settles
         idle_rss = _status(pid, "VmRSS")
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM from here on
 

@@ -42,7 +42,7 @@ from .known import (
 )
 from .kv import kv_bytes
 from .ledger import MemoryLedger
-from .release import release_freed_memory
+from .release import ReleaseDeadlines, release_freed_memory
 from .weights import estimate_weight_bytes, measure_weight_bytes
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ Loader = Callable[[LoadModelParams, OnStage | None], LoadModelResult]
 # How a remembered model is loaded again: the handlers' full load path (policy, progress,
 # events), or `Residency.load` itself where there are no handlers (in-process engines).
 Reloader = Callable[[LoadModelParams, ModelKind], object]
-
-# Memory freed by an eviction or by the last stream is given back this long after, once
-# the engine thread has dropped the model's batch.
-TRIM_DELAY_S = 0.2
 
 
 class Residency:
@@ -86,7 +82,7 @@ class Residency:
         self._loading: Counter[str] = Counter()  # model ids with a load in flight
         self._evicting: set[str] = set()  # chosen, their unload not done yet
         self._reloading: set[str] = set()  # loaded again on demand right now
-        self._trim_at: float | None = None  # monotonic
+        self._release = ReleaseDeadlines()
         self._stopping = False
         registry.on_retire(self._retired)
         self._watcher = threading.Thread(target=self._watch, name="residency", daemon=True)
@@ -258,7 +254,7 @@ class Residency:
                 if known is not None:
                     known.touch()
             if not self._ledger.has_streams:
-                self._trim_soon()
+                self._release.after_last_stream()
             self._lock.notify_all()
 
     # -- eviction --------------------------------------------------------------------------
@@ -338,9 +334,11 @@ class Residency:
                     return
                 now = time.monotonic()
                 expired, wake = self._expired(now)
-                trim = self._trim_due(now)
-                if self._trim_at is not None:
-                    wake = self._trim_at if wake is None else min(wake, self._trim_at)
+                # With streams running the memory is in use again; the last to end asks anew.
+                trim = self._release.due(now) and not self._ledger.has_streams
+                release_at = self._release.next()
+                if release_at is not None:
+                    wake = release_at if wake is None else min(wake, release_at)
                 if not expired and not trim:
                     self._lock.wait(None if wake is None else max(wake - now, 0.01))
                     continue
@@ -365,15 +363,8 @@ class Residency:
                 wake = due if wake is None else min(wake, due)
         return expired, wake
 
-    def _trim_due(self, now: float) -> bool:
-        if self._trim_at is None or self._trim_at > now:
-            return False
-        self._trim_at = None
-        # With streams running the memory is in use again; the last one to end asks anew.
-        return not self._ledger.has_streams
-
     def _trim_soon(self) -> None:
-        self._trim_at = time.monotonic() + TRIM_DELAY_S
+        self._release.after_unload()
         self._lock.notify_all()
 
     def stop(self) -> None:
