@@ -15,6 +15,7 @@ from mlx_lm.sample_utils import greedy_sampler
 from mlx_serving.config import SchedulerConfig
 from mlx_serving.engine.batch_lane import BatchLane, LaneToken, new_lane
 from mlx_serving.engine.loader import LoadedModel, load_model
+from mlx_serving.engine.short_prompts import short_group
 from mlx_serving.engine.stream import StreamRequest
 
 
@@ -276,3 +277,47 @@ def test_a_prompt_arriving_a_step_after_its_prefix_was_prefilled_takes_it(
     if company:
         stepper.until_done("other")
         assert stepper.tokens["other"] == alone(loaded, prompt(3), 40)
+
+
+def test_short_prompts_sent_together_prefill_in_one_pass_with_their_own_tokens(
+    loaded: LoadedModel,
+) -> None:
+    stepper = Stepper(lane(loaded, max_batch_size=8))
+    lengths = [12, 5, 30, 9, 17, 2]  # padded to 30 in one batch
+    for index, length in enumerate(lengths):
+        stepper.lane.admit(request(loaded, f"s{index}", prompt(index, length), 10), set())
+    stepper.step()
+    assert stepper.lane.decoding == len(lengths) and not stepper.lane.prefilling
+    assert stepper.lane.last_prefill_tokens == 29 * len(lengths)  # the last token is left
+    stepper.until_done(*(f"s{index}" for index in range(len(lengths))))
+    for index, length in enumerate(lengths):
+        assert stepper.tokens[f"s{index}"] == alone(loaded, prompt(index, length), 10)
+
+
+def test_short_prompts_are_grouped_oldest_first_within_the_budget(loaded: LoadedModel) -> None:
+    batch = lane(loaded, max_batch_size=8, budget=64)
+    batch.admit(request(loaded, "long", prompt(2, 200), 4), set())  # alone, in chunks
+    for index, stream_id in enumerate("abcd"):
+        batch.admit(request(loaded, stream_id, prompt(3 + index, 20), 4), set())
+    fed = []
+    while batch.prefilling:
+        batch.decode()
+        batch.prefill(64)
+        fed.append(batch.last_prefill_tokens)
+    # The long prompt's 199 tokens in budget-sized chunks; the step that ends it has 57
+    # tokens left, three short prompts padded to 19; the fourth goes next step.
+    assert fed == [64, 64, 64, 7 + 3 * 19, 19]
+
+
+def test_a_prompt_with_a_cached_prefix_is_not_grouped(loaded: LoadedModel) -> None:
+    stepper = Stepper(lane(loaded))
+    stepper.lane.admit(request(loaded, "first", prompt(4, 20), 4), set())
+    stepper.until_done("first")  # its cache now serves prompt(4, 20)
+    batch = stepper.lane
+    batch.admit(request(loaded, "a", prompt(3, 20), 4), set())
+    batch.admit(request(loaded, "b", prompt(4, 20) + [7, 8], 4), set())
+    batch.admit(request(loaded, "c", prompt(5, 20), 4), set())
+    assert short_group(batch._waiting, 512, 8) == []  # "a" alone is no group
+    stepper.until_done("a", "b", "c")
+    assert stepper.tokens["b"] == alone(loaded, prompt(4, 20) + [7, 8], 4)
+    assert stepper.tokens["c"] == alone(loaded, prompt(5, 20), 4)

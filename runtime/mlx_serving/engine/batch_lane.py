@@ -3,7 +3,8 @@ together in one continuous batch.
 
 A step decodes one token for every decoding stream, then spends a token budget (the
 scheduler sizes it from measured step times) on prefill: the oldest waiting prompt
-alone (`Prefill`), then the next if budget is left. A prompt whose cache is full joins
+alone (`Prefill`), or the oldest short ones together (short_prompts.py), then the next
+if budget is left. A prompt whose cache is full joins
 the decoders: alone, it decodes through `SoloDecoder`; beside others, through mlx-lm's
 `BatchGenerator`, which it enters with its cache and its last prompt token, so the batch
 never prefills anything itself. Finished streams hand their KV cache to the model's
@@ -26,6 +27,7 @@ from .loader import LoadedModel
 from .prefill import Prefill
 from .prompt_cache import PromptCache
 from .shared_prefix import best_leader, sliceable
+from .short_prompts import prefill_together, short_group
 from .solo_decoder import SoloDecoder
 from .step_budget import StepBudget
 from .stream import StreamRequest
@@ -153,14 +155,23 @@ class BatchLane:
         fed = 0
         attended = 0.0
         while self._waiting and self.decoding < self._max_batch:
-            prefill = self._waiting[0]
-            count = prefill.run(budget - fed)
-            fed += count
-            attended += count * (len(prefill.cache_tokens) - count / 2)
-            if not prefill.done:
-                break
-            self._waiting.popleft()
-            handed_over += self._start_decoding(prefill)
+            group = short_group(self._waiting, budget - fed, self._max_batch - self.decoding)
+            if group:
+                computed = prefill_together(self._model, group)
+                fed += computed
+                attended += computed * max(len(p.cache_tokens) for p in group) / 2
+                for prefill in group:
+                    self._waiting.popleft()
+                    handed_over += self._start_decoding(prefill)
+            else:
+                prefill = self._waiting[0]
+                count = prefill.run(budget - fed)
+                fed += count
+                attended += count * (len(prefill.cache_tokens) - count / 2)
+                if not prefill.done:
+                    break
+                self._waiting.popleft()
+                handed_over += self._start_decoding(prefill)
             # A stream that just finished its prefill gets its first token next step: go
             # on only with prompts this step can finish too (short ones, arriving together),
             # never delaying that first token by a chunk of somebody else's prompt.

@@ -73,6 +73,13 @@ class Prefill:
         """Only the last prompt token is left: ready to decode."""
         return len(self.remaining) <= 1
 
+    def adopt(self, cache: list[Any], count: int) -> None:
+        """Its next `count` prompt tokens were fed elsewhere (short_prompts.py) into
+        `cache`, which holds them after those already in its own cache."""
+        self.cache = cache
+        self.cache_tokens += self.remaining[:count]
+        self.remaining = self.remaining[count:]
+
     def run(self, max_tokens: int) -> int:
         """Feed up to `max_tokens` more prompt tokens; returns how many were fed."""
         if self.leader is not None:  # first come, first served: the leader is done by now
