@@ -145,8 +145,10 @@ def test_the_budget_follows_measured_costs() -> None:
     budget.decode_s = 0.010
     assert budget.tokens(decoding=True) == 30  # 0.75 x (50 ms - 10 ms) of prefill
     assert budget.tokens(decoding=False) == 200  # nobody waits: 4 x 50 ms
+    budget.decode_s = 0.030  # prefill gets at least what decoding takes
+    assert budget.tokens(decoding=True) == 22  # 0.75 x 30 ms
     budget.decode_s = 0.2  # decoding alone overruns the step: prefill still moves
-    assert budget.tokens(decoding=True) == 16
+    assert budget.tokens(decoding=True) == 150  # 0.75 x 200 ms
     assert StepBudget(0.05, 2048, fixed_tokens=64).tokens(decoding=True) == 64
 
 

@@ -17,8 +17,11 @@ from .prefill_cost import PrefillCost
 
 # With nothing decoding, a step may take this many times max_step_ms.
 IDLE_STEP_FACTOR = 4.0
-# Prefill gets at least this share of max_step_ms even when decoding alone fills it.
-MIN_PREFILL_SHARE = 0.2
+# Prefill gets at least as long as decoding takes, even when that fills max_step_ms (a big
+# batch on a CPU): the decoders' gap at most doubles while prompts wait, within the 3x
+# their median that fair prefill allows. A fifth of max_step_ms beside 30 decoding
+# streams let one short prompt in per step (32 sent together: 6 s to the last first token).
+DECODE_PREFILL_SHARE = 1.0
 MIN_CHUNK_TOKENS = 16
 # Before anything was measured.
 FIRST_CHUNK_TOKENS = 256
@@ -52,7 +55,7 @@ class StepBudget:
         if rate is None:
             return min(FIRST_CHUNK_TOKENS, self.max_chunk_tokens)
         if decoding:
-            spare = max(self.max_step_s - self.decode_s, self.max_step_s * MIN_PREFILL_SHARE)
+            spare = max(self.max_step_s - self.decode_s, self.decode_s * DECODE_PREFILL_SHARE)
             spare *= DECODING_MARGIN
         else:
             spare = self.max_step_s * IDLE_STEP_FACTOR
