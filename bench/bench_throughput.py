@@ -7,7 +7,8 @@ Rows (each a ratio against a baseline measured in this same invocation, same mod
    client when ts-client/dist is built) vs in-process `mlx_lm.stream_generate`;
 2. per-token overhead of the runtime on a tiny model (tokens at > 1000/s);
 3. aggregate tok/s at 1/8/32 concurrent streams: runtime vs `mlx_lm.server` on loopback,
-   streaming, both with the same BLAS;
+   streaming, both with the same BLAS; prompts that share a prefix, then (at the largest
+   count) distinct ones;
 4. TTFT of a prompt sharing a 2k-token prefix with an earlier one: cached vs uncached;
 5. speculative decoding with a draft model sharing the tokenizer, vs plain decoding;
 6. idle RSS of the runtime with no model loaded.
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import socket
 import subprocess
@@ -148,19 +150,28 @@ def runtime_decode(client: RuntimeClient, model_id: str, tokens: int, repeat: in
     return max(rates[1:])
 
 
-def runtime_aggregate(client: RuntimeClient, model_id: str, streams: int, tokens: int) -> float:
+def variants(streams: int) -> list[str]:
+    """Prompts that share all but their last few tokens (the prompt cache serves most)."""
+    return [f"{PROMPT} # variant {i}" for i in range(streams)]
+
+
+def distinct(streams: int, seed: int) -> list[str]:
+    """Prompts of 20 random words: nothing shared, each prefilled from scratch."""
+    words = "alpha beta gamma delta river stone cloud paper mouse lamp window green".split()
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(20)) for _ in range(streams)]
+
+
+def runtime_aggregate(
+    client: RuntimeClient, model_id: str, prompts: list[str], tokens: int
+) -> float:
     started = time.perf_counter()
     ids = [
         client.call(
             "generate",
-            {
-                "model_id": model_id,
-                "prompt": f"{PROMPT} # variant {i}",
-                "max_tokens": tokens,
-                "temperature": 0,
-            },
+            {"model_id": model_id, "prompt": prompt, "max_tokens": tokens, "temperature": 0},
         )["stream_id"]
-        for i in range(streams)
+        for prompt in prompts
     ]
     total = sum(
         client.collect(stream_id, timeout=600)["stats"]["tokens_generated"] for stream_id in ids
@@ -299,14 +310,14 @@ class MlxLmServer:
                     chunks += 1
         return int(usage) if usage else chunks
 
-    def aggregate(self, streams: int, tokens: int) -> float:
-        counts = [0] * streams
+    def aggregate(self, prompts: list[str], tokens: int) -> float:
+        counts = [0] * len(prompts)
 
         def run(i: int) -> None:
-            counts[i] = self.stream(f"{PROMPT} # variant {i}", tokens)
+            counts[i] = self.stream(prompts[i], tokens)
 
         self.stream(PROMPT, 4)  # warm-up
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(streams)]
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
         started = time.perf_counter()
         for thread in threads:
             thread.start()
@@ -369,10 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with RuntimeClient() as client:
                 client.call("load_model", {"model_id": "main", "local_path": str(models["main"])})
-                runtime_aggregate(client, "main", 2, 4)  # warm-up
+                runtime_aggregate(client, "main", variants(2), 4)  # warm-up
                 for n in args.streams:
-                    baseline = server.aggregate(n, args.tokens)
-                    rate = runtime_aggregate(client, "main", n, args.tokens)
+                    baseline = server.aggregate(variants(n), args.tokens)
+                    rate = runtime_aggregate(client, "main", variants(n), args.tokens)
                     row(
                         f"aggregate, {n} streams (vs mlx_lm.server)",
                         "tok/s",
@@ -380,6 +391,17 @@ def main(argv: list[str] | None = None) -> int:
                         baseline,
                         ">= 1.0",
                     )
+                # Apps' users send unrelated prompts: nothing for a prompt cache to serve.
+                n = max(args.streams)
+                baseline = server.aggregate(distinct(n, seed=1), args.tokens)
+                rate = runtime_aggregate(client, "main", distinct(n, seed=1), args.tokens)
+                row(
+                    f"aggregate, {n} distinct prompts (vs mlx_lm.server)",
+                    "tok/s",
+                    rate,
+                    baseline,
+                    ">= 1.0",
+                )
         finally:
             server.close()
 
