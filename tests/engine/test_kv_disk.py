@@ -240,6 +240,18 @@ def test_a_tail_is_reused_in_part_and_dropped_once_the_sequence_goes_on(tmp_path
     blocks.store.close(1)
 
 
+def test_a_sequence_shorter_than_a_block_stays_in_ram(tmp_path: Path) -> None:
+    blocks = DiskBlocks(
+        BlockStore(tmp_path, 1 << 20, 1 << 20), KEY, lambda: [KVCache(), KVCache()], BLOCK, 4
+    )
+    tokens = list(range(300, 300 + BLOCK))
+    blocks.save(tokens[:-1], filled(BLOCK - 1))
+    assert blocks.store.drain(10) and blocks.store.usage() == (0, 0)
+    blocks.save(tokens, filled(BLOCK))
+    assert blocks.store.drain(10) and blocks.store.usage()[1] == 1
+    blocks.store.close(1)
+
+
 def test_only_plain_kv_caches_persist() -> None:
     assert refusal([KVCache(), KVCache()]) is None
     assert "RotatingKVCache" in str(refusal([KVCache(), RotatingKVCache(max_size=64)]))
