@@ -51,10 +51,10 @@ class _NullSink:
 
 def _engine_rate(model_dir: Path, tokens: int, real_sink: bool, profile: bool, bias: bool) -> float:
     from mlx_serving.config import Settings
+    from mlx_serving.dispatch import NotificationSink
     from mlx_serving.engine import scheduler as scheduler_module
     from mlx_serving.engine.engine import Engine
     from mlx_serving.protocol.methods import GenerateParams, LoadModelParams
-    from mlx_serving.server import NotificationSink
     from mlx_serving.telemetry import Telemetry
     from mlx_serving.transport import FrameWriter
 

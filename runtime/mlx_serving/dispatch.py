@@ -1,4 +1,5 @@
-"""JSON-RPC 2.0: frames in, method table lookup, frames out.
+"""JSON-RPC 2.0: frames in, method table lookup, frames out (answers, and the streams'
+notifications through `NotificationSink`).
 
 Each request is decoded once into its method's params Struct, run on the reader thread
 (cheap methods) or on a worker pool, and answered through `send`. Handler exceptions
@@ -19,14 +20,21 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from . import json_scan
 from .dispatch_answers import BatchAnswer, Outcome
 from .dispatch_errors import client_error, encode_error, invalid_request, too_deep
-from .protocol.envelope import NULL_ID, ErrorFrame, RequestFrame, ResultFrame, valid_id
+from .protocol.envelope import (
+    NULL_ID,
+    ErrorFrame,
+    NotificationFrame,
+    RequestFrame,
+    ResultFrame,
+    valid_id,
+)
 from .protocol.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -37,6 +45,10 @@ from .protocol.errors import (
     InvalidParams,
     Overloaded,
 )
+
+if TYPE_CHECKING:
+    from .telemetry import Telemetry
+    from .transport import FrameWriter
 
 log = logging.getLogger(__name__)
 
@@ -309,3 +321,32 @@ class _AnswerOnce:
         finally:
             # After `done`: close() waits for this, so the answer is queued by then.
             self._finished(self)
+
+
+class NotificationSink:
+    """Encodes the scheduler's notifications and hands them to the writer as one batch;
+    telemetry reads each batch on the way and may add events after it."""
+
+    def __init__(self, writer: FrameWriter, telemetry: Telemetry | None = None) -> None:
+        self._writer = writer
+        self._encoder = msgspec.json.Encoder()
+        self._observe = telemetry.observe if telemetry is not None and telemetry.active else None
+        # The engine thread emits, but so do others (a stream that cannot start, a
+        # watchdog ending a failed group's streams): one at a time, each batch whole.
+        self._lock = threading.Lock()
+
+    def emit(self, notifications: list[tuple[str, msgspec.Struct]]) -> None:
+        with self._lock:
+            if self._observe is not None:
+                try:
+                    events = self._observe(notifications)
+                except Exception:
+                    # Metrics must never cost a client its stream's frames.
+                    log.exception("telemetry failed to observe notifications")
+                    events = None
+                if events:
+                    notifications = notifications + events
+            encode = self._encoder.encode
+            self._writer.send_many(
+                [encode(NotificationFrame(method=m, params=p)) for m, p in notifications]
+            )

@@ -13,10 +13,8 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import msgspec
-
 from .config import Settings, settings_from_environment
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, NotificationSink
 from .dispatch_errors import encode_error
 from .distributed.engine import DistributedEngine
 from .distributed.group import Group, GroupStartError, start_group
@@ -25,7 +23,7 @@ from .engine import Engine
 from .engine.memory import effective_settings, memory_budget
 from .handlers import RuntimeContext, build_methods
 from .handlers.context import NativeStatus
-from .protocol.envelope import NULL_ID, NotificationFrame
+from .protocol.envelope import NULL_ID
 from .protocol.errors import INTERNAL_ERROR, INVALID_REQUEST
 from .telemetry import Telemetry
 from .transport import PARENT_PID, FrameWriter, LineReader, OversizeLine
@@ -39,35 +37,6 @@ SHUTDOWN_GRACE_S = 0.3
 # How long a client that is not reading stdout can hold up the exit: past this, frames
 # that do not fit the outbound queue are dropped.
 SHUTDOWN_WRITE_S = 3.0
-
-
-class NotificationSink:
-    """Encodes the scheduler's notifications and hands them to the writer as one batch;
-    telemetry reads each batch on the way and may add events after it."""
-
-    def __init__(self, writer: FrameWriter, telemetry: Telemetry | None = None) -> None:
-        self._writer = writer
-        self._encoder = msgspec.json.Encoder()
-        self._observe = telemetry.observe if telemetry is not None and telemetry.active else None
-        # The engine thread emits, but so do others (a stream that cannot start, a
-        # watchdog ending a failed group's streams): one at a time, each batch whole.
-        self._lock = threading.Lock()
-
-    def emit(self, notifications: list[tuple[str, msgspec.Struct]]) -> None:
-        with self._lock:
-            if self._observe is not None:
-                try:
-                    events = self._observe(notifications)
-                except Exception:
-                    # Metrics must never cost a client its stream's frames.
-                    log.exception("telemetry failed to observe notifications")
-                    events = None
-                if events:
-                    notifications = notifications + events
-            encode = self._encoder.encode
-            self._writer.send_many(
-                [encode(NotificationFrame(method=m, params=p)) for m, p in notifications]
-            )
 
 
 class Runtime:
