@@ -321,3 +321,17 @@ def test_a_prompt_with_a_cached_prefix_is_not_grouped(loaded: LoadedModel) -> No
     stepper.until_done("a", "b", "c")
     assert stepper.tokens["b"] == alone(loaded, prompt(4, 20) + [7, 8], 4)
     assert stepper.tokens["c"] == alone(loaded, prompt(5, 20), 4)
+
+
+def test_a_short_prompt_lets_a_small_cache_hit_go_to_join_a_group(loaded: LoadedModel) -> None:
+    stepper = Stepper(lane(loaded))
+    stepper.lane.admit(request(loaded, "first", prompt(1, 20), 4), set())
+    stepper.until_done("first")
+    shares_three = prompt(1, 3) + prompt(7, 17)  # the cache holds 3 of its 20 tokens
+    assert stepper.lane.admit(request(loaded, "a", shares_three, 6), set()) == 0
+    assert stepper.lane.admit(request(loaded, "b", prompt(8, 20), 6), set()) == 0
+    stepper.step()
+    assert stepper.lane.decoding == 2 and stepper.lane.last_prefill_tokens == 2 * 19
+    stepper.until_done("a", "b")
+    assert stepper.tokens["a"] == alone(loaded, shares_three, 6)
+    assert stepper.tokens["b"] == alone(loaded, prompt(8, 20), 6)

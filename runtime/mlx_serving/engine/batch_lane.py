@@ -27,7 +27,7 @@ from .loader import LoadedModel
 from .prefill import Prefill
 from .prompt_cache import PromptCache
 from .shared_prefix import best_leader, sliceable
-from .short_prompts import prefill_together, short_group
+from .short_prompts import feeds_whole, prefill_together, short_group
 from .solo_decoder import SoloDecoder
 from .step_budget import StepBudget
 from .stream import StreamRequest
@@ -88,7 +88,8 @@ class BatchLane:
     def prefill_budget(self) -> int:
         """Prompt tokens the next prefill may feed, as measured so far (step_budget.py)."""
         context = self._waiting[0].context if self._waiting else 0
-        return self.budget.tokens(decoding=self.decoding > 0, context=context)
+        backlog = len(self._waiting) / max(1, self.decoding)
+        return self.budget.tokens(decoding=self.decoding > 0, context=context, backlog=backlog)
 
     def admit(self, request: StreamRequest, eos_token_ids: set[int]) -> int:
         """Queue a stream for prefill; returns how many prompt tokens came from the cache."""
@@ -102,6 +103,9 @@ class BatchLane:
             cached = prefill.shared_tokens
             if leader[0] in self._just_prefilled:
                 prefill.take_shared()
+        elif feeds_whole(prefill):
+            prefill.let_cache_go()
+            cached = 0
         self._waiting.append(prefill)
         return cached
 
@@ -162,7 +166,7 @@ class BatchLane:
                 attended += computed * max(len(p.cache_tokens) for p in group) / 2
                 for prefill in group:
                     self._waiting.popleft()
-                    handed_over += self._start_decoding(prefill)
+                    handed_over += self._start_decoding(prefill, alone=False)
             else:
                 prefill = self._waiting[0]
                 count = prefill.run(budget - fed)
@@ -179,11 +183,13 @@ class BatchLane:
                 break
         return handed_over, fed, attended
 
-    def _start_decoding(self, prefill: Prefill) -> list[LaneToken]:
+    def _start_decoding(self, prefill: Prefill, alone: bool = True) -> list[LaneToken]:
+        """`alone`: no other prompt starts decoding beside it this step, so it may decode
+        through the SoloDecoder (which a second one would only hand to the batch)."""
         self._hand_prefix_to_followers(prefill)
         if sliceable(prefill.cache):
             self._just_prefilled.append(prefill)
-        if self._solo_allowed and not self.decoding:
+        if self._solo_allowed and alone and not self.decoding:
             self._solo = SoloDecoder(self._model, prefill)
             return []
         solo_token = self._hand_solo_to_batch()

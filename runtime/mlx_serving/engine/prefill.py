@@ -45,6 +45,10 @@ class Prefill:
         """Take the first `shared_tokens` prompt tokens from `leader` instead of prefilling
         them; until then this prompt holds nothing (a prompt-cache hit is let go)."""
         self.leader, self.shared_tokens = leader, shared_tokens
+        self.let_cache_go()
+
+    def let_cache_go(self) -> None:
+        """Start from an empty cache: the whole prompt is to be fed."""
         self.cache = make_prompt_cache(self._model)
         self.cache_tokens = []
         self.remaining = list(self.request.prompt_tokens)

@@ -6,8 +6,9 @@ prompts sent together cost 32 passes, and only one or two fit a step's budget be
 streams already decoding: they waited up to 6 s here for what mlx_lm.server (which
 prefills eight at a time) starts in one. Long prompts stay single-sequence (prefill.py):
 padding them is what made two 4k-token prompts take 5.7x one on a GPU. Only fresh prompts
-(no cached or shared prefix: their rows would have to be aligned mid-sequence) with plain
-`KVCache` layers are grouped; each row's keys and values are copied out of the padded
+(no cached or shared prefix: their rows would have to be aligned mid-sequence; a short
+prompt's small cache hit is let go for this, `feeds_whole`) with plain `KVCache` layers
+are grouped; each row's keys and values are copied out of the padded
 batch into a cache of its own, which then goes on as any finished prefill does.
 """
 
@@ -30,6 +31,16 @@ if TYPE_CHECKING:
 SHORT_PROMPT_TOKENS = 128
 # mlx-lm's BatchGenerator prefills up to eight prompts in one batch too.
 MAX_GROUP = 8
+
+
+def feeds_whole(prefill: Prefill) -> bool:
+    """A short prompt the prompt cache holds less than half of is better fed whole, so it
+    can join a group: unrelated prompts often share their first few tokens with an
+    earlier one (32 prompts of random words each had 2-11 cached, and none was grouped),
+    and the few tokens saved cost a pass over the weights of its own."""
+    prompt = len(prefill.request.prompt_tokens)
+    cached = len(prefill.cache_tokens)
+    return 0 < prompt - 1 <= SHORT_PROMPT_TOKENS and 0 < 2 * cached < prompt
 
 
 def _groupable(prefill: Prefill) -> bool:
