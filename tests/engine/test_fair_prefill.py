@@ -152,6 +152,15 @@ def test_the_budget_follows_measured_costs() -> None:
     assert StepBudget(0.05, 2048, fixed_tokens=64).tokens(decoding=True) == 64
 
 
+def test_more_prompts_waiting_than_streams_decoding_get_a_longer_share() -> None:
+    budget = StepBudget(max_step_s=0.050, max_chunk_tokens=2048)
+    budget.record_prefill(1000, 1.0)  # 1,000 prompt tokens/s
+    budget.decode_s = 0.010
+    assert budget.tokens(decoding=True, backlog=1) == 30  # 0.75 x (50 ms - 10 ms)
+    assert budget.tokens(decoding=True, backlog=10) == 75  # 0.75 x 10 x 10 ms
+    assert budget.tokens(decoding=True, backlog=100) == 150  # 0.75 x an idle step, 200 ms
+
+
 def test_the_disk_gate_sees_the_fastest_prefill_not_one_slowed_by_compiling() -> None:
     budget = StepBudget(max_step_s=0.050, max_chunk_tokens=2048)
     budget.record_prefill(2000, 0.040)  # 50k tokens/s

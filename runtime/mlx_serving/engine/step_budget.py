@@ -21,6 +21,11 @@ IDLE_STEP_FACTOR = 4.0
 # batch on a CPU): the decoders' gap at most doubles while prompts wait, within the 3x
 # their median that fair prefill allows. A fifth of max_step_ms beside 30 decoding
 # streams let one short prompt in per step (32 sent together: 6 s to the last first token).
+# With more prompts waiting than streams decoding, it gets that much longer again, up to
+# an idle step: each step costs the batch about the same whatever its size (50 ms for 10
+# or 32 streams of the bench model on this CPU), so every step a prompt waits is a step
+# the others decode at a fraction of their batch; 32 prompts admitted one a step took 132
+# steps and 8.8 s to decode 64 tokens each, admitted eight a step 68 steps and 4.9 s.
 DECODE_PREFILL_SHARE = 1.0
 MIN_CHUNK_TOKENS = 16
 # Before anything was measured.
@@ -46,16 +51,20 @@ class StepBudget:
     # Chunk cost against length and context; sizes chunks once it can (prefill_cost.py).
     cost: PrefillCost = field(default_factory=PrefillCost)
 
-    def tokens(self, decoding: bool, context: int = 0) -> int:
+    def tokens(self, decoding: bool, context: int = 0, backlog: float = 1.0) -> int:
         """The prompt tokens a step may prefill; `context`: tokens the next prompt to be
-        fed already holds in its cache."""
+        fed already holds in its cache; `backlog`: prompts waiting per decoding stream."""
         if self.fixed_tokens is not None:
             return self.fixed_tokens
         rate = self.prefill_tokens_per_s
         if rate is None:
             return min(FIRST_CHUNK_TOKENS, self.max_chunk_tokens)
         if decoding:
-            spare = max(self.max_step_s - self.decode_s, self.decode_s * DECODE_PREFILL_SHARE)
+            share = self.decode_s * DECODE_PREFILL_SHARE * max(1.0, backlog)
+            # However many wait, a decoding stream's gap stays within an idle step's length
+            # (or one decode more, where a decode alone is longer).
+            share = min(share, max(self.max_step_s * IDLE_STEP_FACTOR, self.decode_s))
+            spare = max(self.max_step_s - self.decode_s, share)
             spare *= DECODING_MARGIN
         else:
             spare = self.max_step_s * IDLE_STEP_FACTOR
