@@ -4,6 +4,7 @@ against the line limit."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from mlx_serving.arrival import arrival
 from mlx_serving.dispatch import Deferred, Dispatcher, Method
 
 
@@ -132,3 +134,30 @@ def test_a_batch_whose_errors_alone_overflow_a_line_is_answered_in_several_array
     answers = [a for line in lines for a in json.loads(line)]
     assert len(answers) == 200
     assert all(a["error"]["code"] == -32600 for a in answers)
+
+
+def test_pool_methods_see_the_order_their_requests_were_read_in() -> None:
+    """The first of two requests read together may finish preparing last; it still
+    carries the earlier arrival (engine/scheduler.py admits by it)."""
+    seen: dict[str, int] = {}
+    release_first = threading.Event()
+
+    def record(params: _Echo) -> dict[str, str]:
+        if params.text == "first":
+            assert release_first.wait(10)
+        seen[params.text] = arrival()
+        if params.text == "second":
+            release_first.set()
+        return {"text": params.text}
+
+    sent: list[bytes] = []
+    with ThreadPoolExecutor(2) as pool:
+        dispatcher = Dispatcher({"record": Method(_Echo, record)}, sent.append, pool, 64, 4096)
+        for request_id, text in enumerate(("first", "second")):
+            frame = {"jsonrpc": "2.0", "method": "record", "params": {"text": text}}
+            dispatcher.handle_line(json.dumps({**frame, "id": request_id}).encode())
+        deadline = time.monotonic() + 10
+        while len(sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert [json.loads(frame)["result"]["text"] for frame in sent] == ["second", "first"]
+    assert seen["first"] < seen["second"]

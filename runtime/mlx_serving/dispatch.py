@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from . import json_scan
+from . import arrival, json_scan
 from .dispatch_answers import BatchAnswer, Outcome
 from .dispatch_errors import client_error, encode_error, invalid_request, too_deep
 from .protocol.envelope import (
@@ -217,10 +217,13 @@ class Dispatcher:
         answer = _AnswerOnce(frame, done, self._finished)
         with self._running_changed:
             self._running.add(answer)
+        order = arrival.stamp()
 
         def work() -> None:
             try:
-                answer.settle(self._refusal(frame) if self._stopping else self._run(method, frame))
+                with arrival.arrived(order):
+                    outcome = self._refusal(frame) if self._stopping else self._run(method, frame)
+                answer.settle(outcome)
             finally:
                 self._pending.release()
 

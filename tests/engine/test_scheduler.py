@@ -405,3 +405,22 @@ def test_the_lockstep_hears_each_batch_change_in_order(rig: Rig) -> None:
         ("removed", "b"),
         ("closed", "m"),
     ]
+
+
+def test_streams_started_out_of_order_are_admitted_in_the_order_they_arrived(
+    rig: Rig,
+) -> None:
+    model = rig.load()
+    rig.run(model, "busy", LONG)
+    rig.pause_in_step()
+    # Prepared on a pool, the later request of two read together can start first.
+    first = rig.prepare(model, "first")
+    second = rig.prepare(model, "second")
+    assert first.arrival < second.arrival
+    rig.scheduler.start(second)
+    rig.scheduler.start(first)
+    rig.resume()
+    assert rig.sink.ended("first") == "length" and rig.sink.ended("second") == "length"
+    (lane,) = rig.steps.lanes
+    assert lane.admitted == ["busy", "first", "second"]
+    rig.scheduler.cancel("busy")

@@ -227,6 +227,8 @@ class Scheduler:
         self._between_steps.run()
         with self._cond:
             admitted, self._admitted = self._admitted, []
+            # Prepared on a pool, requests read together may start in either order.
+            admitted.sort(key=lambda request: request.arrival)
             self._admitting.extend(admitted)
             stopping = self._stopping
             retired, self._retired = self._retired, []

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import msgspec
 
+from ..arrival import arrival as arrival_order
 from .chat.response import ChatOutput
 from .guidance import StreamGuidance
 from .loader import LoadedModel
@@ -37,6 +38,8 @@ class StreamRequest:
     # `reasoning: "separate"`); None: the text streams as generated.
     chat_output: ChatOutput | None = None
     submitted_at: float = field(default_factory=time.perf_counter)
+    # Its request's place in the order requests were read: admission follows it.
+    arrival: int = field(default_factory=arrival_order)
 
     def runs_on(self, model: LoadedModel) -> bool:
         return self.model is model or self.draft is model
