@@ -2,13 +2,12 @@
 together in one continuous batch.
 
 A step decodes one token for every decoding stream, then spends a token budget (the
-scheduler sizes it from measured step times) on prefill: the oldest waiting prompt
-alone (`Prefill`), or the oldest short ones together (short_prompts.py), then the next
-if budget is left. A prompt whose cache is full joins
-the decoders: alone, it decodes through `SoloDecoder`; beside others, through mlx-lm's
-`BatchGenerator`, which it enters with its cache and its last prompt token, so the batch
-never prefills anything itself. Finished streams hand their KV cache to the model's
-prompt cache.
+scheduler sizes it from measured step times) on prefill: the oldest waiting prompt alone
+(`Prefill`), or the oldest short ones together (short_prompts.py), then the next if
+budget is left. A prompt whose cache is full joins the decoders: alone, it decodes
+through `SoloDecoder`; beside others, through mlx-lm's `BatchGenerator`, which it enters
+with its cache and its last prompt token, so the batch never prefills anything itself.
+Finished streams hand their KV cache to the model's prompt cache.
 """
 
 from __future__ import annotations
