@@ -130,7 +130,8 @@ def _engine_rate(model_dir: Path, tokens: int, real_sink: bool, profile: bool, b
 def _process_rate(model_dir: Path, tokens: int, bias: bool) -> float:
     process = subprocess.Popen(
         [sys.executable, "-m", "mlx_serving"],
-        env={**os.environ, "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": ""},
+        # A YAML empty string: an empty variable would mean "unset" (the default folder).
+        env={**os.environ, "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''"},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -220,8 +220,8 @@ class DiskBlocks:
         offset = cache[0].offset if cache else 0
         held = tokens[: min(len(tokens), offset)]
         # Without a full block a sequence stays in RAM: prefilling it again after a restart
-        # costs less than one block, while writing every short stream's KV took a third of
-        # 32 streams' decode throughput on 2 cores.
+        # costs less than one block, and a burst of short chats would otherwise write a
+        # file per stream.
         if len(held) < self.block_tokens or any(
             layer.keys is None or layer.keys.dtype not in _STORED for layer in cache
         ):
