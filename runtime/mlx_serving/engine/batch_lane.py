@@ -162,7 +162,8 @@ class BatchLane:
             if group:
                 computed = prefill_together(self._model, group)
                 fed += computed
-                attended += computed * max(len(p.cache_tokens) for p in group) / 2
+                # Every padded row attends to half its width on average.
+                attended += computed * (computed / len(group)) / 2
                 for prefill in group:
                     self._waiting.popleft()
                     handed_over += self._start_decoding(prefill, alone=False)

@@ -5,11 +5,11 @@ Alone, a prompt of a few dozen tokens costs a whole pass over the weights, so 32
 prompts sent together cost 32 passes, and only one or two fit a step's budget beside the
 streams already decoding: they waited up to 6 s here for what mlx_lm.server (which
 prefills eight at a time) starts in one. Long prompts stay single-sequence (prefill.py):
-padding them is what made two 4k-token prompts take 5.7x one on a GPU. Only fresh prompts
-(no cached or shared prefix: their rows would have to be aligned mid-sequence; a short
-prompt's small cache hit is let go for this, `feeds_whole`) with plain `KVCache` layers
-are grouped; each row's keys and values are copied out of the padded
-batch into a cache of its own, which then goes on as any finished prefill does.
+padding them is what made two 4k-token prompts take 5.7x one on a GPU. Only fresh
+prompts (no cached or shared prefix: their rows would have to be aligned mid-sequence; a
+short prompt's small cache hit is let go for this, `feeds_whole`) with plain `KVCache`
+layers are grouped; each row's keys and values are copied out of the padded batch into a
+cache of its own, which then goes on as any finished prefill does.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class MemoryBudget:
 def memory_budget(settings: Settings) -> MemoryBudget:
     models = settings.models
     if models.memory_budget_bytes is not None:
-        return MemoryBudget(models.memory_budget_bytes, "models.memory_budget_bytes", True)
+        return MemoryBudget(models.memory_budget_bytes, "models.memory_budget_bytes", strict=True)
     total, what = device_memory()
     fraction = models.memory_budget_fraction
     return MemoryBudget(

@@ -20,7 +20,7 @@ UNLOAD_RELEASE_S = 0.2
 # KV freed by the last stream waits until the runtime has been idle this long: the next
 # burst would allocate it all again from fresh pages, and MLX's buffer cache would miss on
 # every batch shape it grows through. 32 streams sent 1 s after the last ones ended ran
-# 25-35% slower with a 0.2 s wait than with none (bench_throughput's aggregate, this CPU).
+# 25-35% slower with a 0.2 s wait than with none (five bursts each, this CPU).
 IDLE_RELEASE_S = 10.0
 
 
