@@ -44,7 +44,9 @@ def test_library_printing_during_load_does_not_corrupt_stdout(noisy_model_dir: P
             "load_model",
             {"model_id": "n", "local_path": str(noisy_model_dir), "trust_remote_code": True},
         )
-        result = client.generate({"model_id": "n", "prompt": "hi", "max_tokens": 3})
+        result = client.generate(
+            {"model_id": "n", "prompt": "hi", "max_tokens": 3, "temperature": 0}
+        )
         assert len(result["chunks"]) == 3
     # Every stdout line is a JSON-RPC frame; the noise went to stderr.
     for line in client.stdout_lines:

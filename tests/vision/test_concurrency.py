@@ -62,7 +62,10 @@ def test_text_stream_runs_beside_a_vision_stream(
     client = vision_runtime
     start_vision(client, vision_eos, "vision-long")
     assert first_event(client, "vision-long")["method"] == "stream.chunk"
-    text = client.generate({"model_id": "llama", "prompt": "def f(x):", "max_tokens": 16})
+    # Greedy: sampled at the default temperature, the random model sometimes draws its EOS.
+    text = client.generate(
+        {"model_id": "llama", "prompt": "def f(x):", "max_tokens": 16, "temperature": 0}
+    )
     assert text["event"]["finish_reason"] == "length"
     vision = client.collect("vision-long")
     assert vision["event"]["finish_reason"] == "length"

@@ -165,7 +165,9 @@ def test_bad_images_through_the_runtime(vision_runtime: RuntimeClient) -> None:
     assert error["data"]["field"] == "messages[0].content[0].image"
 
     # Still serving both kinds of model, and no stream was left behind.
-    text = vision_runtime.generate({"model_id": "llama", "prompt": "def", "max_tokens": 4})
+    text = vision_runtime.generate(
+        {"model_id": "llama", "prompt": "def", "max_tokens": 4, "temperature": 0}
+    )
     assert text["event"]["finish_reason"] == "length"
     vision = vision_runtime.collect(
         vision_runtime.call(
