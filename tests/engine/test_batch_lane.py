@@ -118,7 +118,7 @@ def test_streams_leave_at_every_stage_and_the_rest_go_on(loaded: LoadedModel) ->
     batch.admit(request(loaded, "solo", prompt(1), 200), set())
     stepper.step()
     assert batch.decoding == 1
-    batch.admit(request(loaded, "long", prompt(2, 100), 200), set())  # prefills 16 a step
+    batch.admit(request(loaded, "long", prompt(2, 200), 200), set())  # prefills 16 a step
     batch.admit(request(loaded, "next", prompt(3), 200), set())  # waits behind it
     stepper.step()
     assert batch.prefilling and batch.stream_ids() == ["long", "next", "solo"]
@@ -335,3 +335,22 @@ def test_a_short_prompt_lets_a_small_cache_hit_go_to_join_a_group(loaded: Loaded
     stepper.until_done("a", "b")
     assert stepper.tokens["a"] == alone(loaded, shares_three, 6)
     assert stepper.tokens["b"] == alone(loaded, prompt(8, 20), 6)
+
+
+def test_short_prompts_waiting_together_join_a_whole_group_a_step(loaded: LoadedModel) -> None:
+    """Past the budget, but one group a step: prompts admitted one by one each cost a pass
+    over the weights and a copy of the batch's KV to join it (and another to leave)."""
+    stepper = Stepper(lane(loaded, max_batch_size=16, budget=32))
+    stepper.lane.admit(request(loaded, "decoding", prompt(1, 20), 30), set())
+    stepper.step()
+    for index in range(10):
+        stepper.lane.admit(request(loaded, f"s{index}", prompt(10 + index, 20), 6), set())
+    stepper.step()
+    assert stepper.lane.last_prefill_tokens == 8 * 19  # a group is at most eight
+    stepper.step()
+    assert stepper.lane.last_prefill_tokens == 2 * 19
+    assert stepper.lane.decoding == 11 and not stepper.lane.prefilling
+    stepper.until_done("decoding", *(f"s{index}" for index in range(10)))
+    assert stepper.tokens["decoding"] == alone(loaded, prompt(1, 20), 30)
+    for index in range(10):
+        assert stepper.tokens[f"s{index}"] == alone(loaded, prompt(10 + index, 20), 6)

@@ -26,7 +26,7 @@ from .loader import LoadedModel
 from .prefill import Prefill
 from .prompt_cache import PromptCache
 from .shared_prefix import best_leader, sliceable
-from .short_prompts import feeds_whole, prefill_together, short_group
+from .short_prompts import WHOLE_GROUP, feeds_whole, prefill_together, short_group
 from .solo_decoder import SoloDecoder
 from .step_budget import StepBudget
 from .stream import StreamRequest
@@ -158,7 +158,9 @@ class BatchLane:
         fed = 0
         attended = 0.0
         while self._waiting and self.decoding < self._max_batch:
-            group = short_group(self._waiting, budget - fed, self._max_batch - self.decoding)
+            # A step's first group is taken whole, past the budget (short_prompts.py).
+            room = budget - fed if fed else WHOLE_GROUP
+            group = short_group(self._waiting, room, self._max_batch - self.decoding)
             if group:
                 computed = prefill_together(self._model, group)
                 fed += computed
