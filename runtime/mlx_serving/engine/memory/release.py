@@ -12,6 +12,11 @@ from typing import Any
 # own, unmapped when freed.
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 256 * 1024
+# ... and M_TRIM_THRESHOLD: free memory at the top of a heap beyond this goes back at once.
+_M_TRIM_THRESHOLD = -1
+# The largest mmap threshold glibc takes on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX).
+HEAP_BLOCK_BYTES = 32 * 1024 * 1024
+KEEP_FREED_BYTES = 2**31 - 1  # mallopt takes an int
 
 
 # Weights freed by an eviction or an unload are given back this long after, once the engine
@@ -72,6 +77,19 @@ def map_large_blocks_alone() -> None:
     mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
     if mallopt is not None:
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def keep_freed_blocks() -> None:
+    """Have glibc keep what MLX frees for the next allocation instead of handing it back
+    at once: a batch's KV arrays change shape whenever a stream joins or leaves, so MLX's
+    own buffer cache misses and every copy of the batch took fresh pages. A stream leaving
+    32 took 180 ms against 45 for a step (a copy of 268 MB: 138 ms and 55k page faults
+    with glibc's defaults, 24 ms and none with these). What is kept goes back when the
+    runtime is idle or a model is unloaded (`release_freed_memory`'s trim)."""
+    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, HEAP_BLOCK_BYTES)
+        mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
 
 @functools.cache
