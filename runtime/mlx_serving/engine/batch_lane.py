@@ -23,6 +23,7 @@ from mlx_lm.generate import BatchGenerator, StopSequences
 from ..config import SchedulerConfig
 from .kv_disk import disk_blocks
 from .loader import LoadedModel
+from .memory.release import cache_misses_reshaped_batches
 from .prefill import Prefill
 from .prompt_cache import PromptCache
 from .shared_prefix import best_leader, sliceable
@@ -52,10 +53,12 @@ class BatchLane:
         *,
         max_batch_size: int,
         solo: bool = True,
+        clear_cache_after_reshapes: bool = False,
     ) -> None:
         """`solo`: a stream alone decodes through SoloDecoder. A distributed runtime turns
         it off: its sharded models deadlock there (pipeline stages evaluate one step's
-        collectives in different orders), and BatchGenerator is mlx-lm's own sharded path."""
+        collectives in different orders), and BatchGenerator is mlx-lm's own sharded path.
+        `clear_cache_after_reshapes`: see memory/release.py."""
         self.prompt_cache = prompt_cache
         self.budget = budget  # the scheduler reads it; the steps measured here feed it
         self._solo_allowed = solo
@@ -70,6 +73,8 @@ class BatchLane:
         self._generator = BatchGenerator(model, completion_batch_size=max_batch_size)
         self._stream_of: dict[int, str] = {}
         self._uid_of: dict[str, int] = {}
+        self._clear_after_reshapes = clear_cache_after_reshapes
+        self._steps_to_clear = 0
         self.last_prefill_tokens = 0  # fed by the last step, for metrics
 
     def __len__(self) -> int:
@@ -114,6 +119,9 @@ class BatchLane:
     def decode(self) -> list[LaneToken]:
         """One token for every decoding stream."""
         self._just_prefilled.clear()  # decoding writes past their prompts from here on
+        if self._steps_to_clear:
+            self._steps_to_clear -= 1
+            mx.clear_cache()  # the batch's arrays from before its size changed
         started = time.perf_counter()
         tokens = self._decode()
         if tokens:
@@ -251,6 +259,7 @@ class BatchLane:
         )
         self._stream_of[uid] = request.stream_id
         self._uid_of[request.stream_id] = uid
+        self._reshaped()
 
     def _end_solo(self) -> None:
         solo, self._solo = self._solo, None
@@ -288,6 +297,13 @@ class BatchLane:
     def _forget(self, uid: int) -> None:
         stream_id = self._stream_of.pop(uid)
         del self._uid_of[stream_id]
+        self._reshaped()
+
+    def _reshaped(self) -> None:
+        """A stream joined or left the batch. A departure copies the batch's KV in the
+        next step; a join merges it in the next step and grows it in the one after."""
+        if self._clear_after_reshapes:
+            self._steps_to_clear = 2
 
 
 def new_lane(
@@ -308,4 +324,11 @@ def new_lane(
     if persist_for is not None:
         disk = disk_blocks(persist_for, settings, lambda: budget.peak_prefill_tokens_per_s)
     cache = PromptCache(settings.prompt_cache_bytes, settings.prompt_cache_entries, disk)
-    return BatchLane(model, cache, budget, max_batch_size=settings.max_batch_size, solo=solo)
+    return BatchLane(
+        model,
+        cache,
+        budget,
+        max_batch_size=settings.max_batch_size,
+        solo=solo,
+        clear_cache_after_reshapes=cache_misses_reshaped_batches(),
+    )

@@ -101,25 +101,17 @@ def apply_mlx_limits(budget: MemoryBudget) -> None:
     headroom, and keeps at most a tenth of the budget cached. Under a strict budget what it
     frees beyond that goes straight back to the system (release.py), at a cost: a batch
     that grows by a stream a step then gets every KV array from fresh pages (32 streams
-    sent together decoded 25-30% slower on this CPU). Otherwise, on a CPU, MLX caches
-    nothing and glibc keeps what is freed until the runtime idles: MLX's cache reuses a
-    buffer only for an array of the same size, and a batch's KV changes size with every
-    stream that joins or leaves, so the cache held the old arrays while each new one took
-    fresh pages (40k page faults and 100-150 ms a step as streams left a batch of 32; with
-    glibc's heap reused, none and 10-35 ms). A GPU's buffers are the device's own: MLX's
-    cache stays."""
+    sent together decoded 25-30% slower on this CPU). Otherwise glibc keeps what MLX hands
+    back for the next allocation, until the runtime idles (release.py)."""
     import mlx.core as mx
 
     from .release import keep_freed_blocks, map_large_blocks_alone
 
     cache = budget.bytes // MLX_CACHE_SHARE
     mx.set_memory_limit(budget.bytes + cache)
+    mx.set_cache_limit(cache)
     if budget.strict:
-        mx.set_cache_limit(cache)
         map_large_blocks_alone()
-    elif mx.default_device() == mx.cpu:
-        mx.set_cache_limit(0)
-        keep_freed_blocks()
     else:
-        mx.set_cache_limit(cache)
+        keep_freed_blocks()
     log.info("memory budget %d bytes (%s)", budget.bytes, budget.source)
