@@ -12,7 +12,8 @@ Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
 - engine + sink + writer: the runtime's NotificationSink and FrameWriter, writing into a
   pipe that another process drains, with telemetry as the runtime has it;
 - runtime process: `python -m mlx_serving` read by a client over a pipe.
-`--profile` adds a cProfile of the engine thread for the second row.
+`--profile` adds a cProfile of the engine thread for the second row. The last line gives
+the runtime process against the baseline within each round, and their median.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import io
 import json
 import os
 import pstats
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -303,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         ("engine + sink + writer", lambda: _engine_rate(model_dir, n, True, False, bias)),
         ("runtime process, read over a pipe", lambda: _process_rate(model_dir, n, bias)),
     ]
-    best = [0.0] * len(layers)
+    rounds: list[list[float]] = []
     for _ in range(args.rounds):
-        for i, (_, measure) in enumerate(layers):
-            best[i] = max(best[i], measure())
+        rounds.append([measure() for _, measure in layers])
+    best = [max(column) for column in zip(*rounds, strict=True)]
     if args.profile:
         _engine_rate(model_dir, n, True, True, bias)
     reference = best[0]
@@ -319,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     for (label, _), rate in zip(layers, best, strict=True):
         cost = 1e6 / rate - 1e6 / reference
         print(f"| {label} | {rate:.0f} | {1e6 / rate:.0f} | {cost:+.0f} |")
+    # The host's speed drifts between rounds more than the costs measured here: the
+    # difference within each round, where baseline and runtime ran a few seconds apart,
+    # is the steadier figure.
+    paired = sorted(1e6 / r[-1] - 1e6 / r[0] for r in rounds)
+    print(
+        "runtime process over baseline within each round, us/token: "
+        + ", ".join(f"{d:+.0f}" for d in paired)
+        + f"; median {statistics.median(paired):+.0f}"
+    )
     return 0
 
 
