@@ -21,6 +21,7 @@ from .distributed.group import Group, GroupStartError, start_group
 from .distributed.hostfile import HostfileError
 from .engine import Engine
 from .engine.memory import effective_settings, memory_budget
+from .engine.memory.release import trim_heaps
 from .handlers import RuntimeContext, build_methods
 from .handlers.context import NativeStatus
 from .protocol.envelope import NULL_ID
@@ -126,6 +127,9 @@ class Runtime:
         for line in self.reader:
             if isinstance(line, OversizeLine):
                 self.writer.send(_oversize_error(line, self.settings.limits.max_frame_bytes))
+                # Its first max_frame_bytes were buffered before it was known to be too
+                # long; glibc keeps what is freed (release.py), so give that back now.
+                trim_heaps()
                 continue
             try:
                 self.dispatcher.handle_line(line)

@@ -64,6 +64,11 @@ def release_freed_memory() -> None:
     import mlx.core as mx
 
     mx.clear_cache()
+    trim_heaps()
+
+
+def trim_heaps() -> None:
+    """Hand glibc's free memory back to the system (any thread: MLX is not involved)."""
     trim = _libc_function("malloc_trim", (ctypes.c_size_t,))
     if trim is not None:
         trim(0)
