@@ -115,8 +115,9 @@ def _generate(
     }
 
 
-def partial_text_tokens(model: Path) -> tuple[int, ...]:
-    """The tokens that do not decode to whole ASCII text on their own."""
+def non_ascii_tokens(model: Path) -> tuple[int, ...]:
+    """The tokens that do not decode to ASCII text on their own: bytes of a character
+    (held back until it is whole) and whole non-ASCII characters alike."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model))
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         runtime = Runtime(env)
         try:
             runtime.call("load_model", {"model_id": "m", "local_path": str(model)})
-            bench = Bench(runtime, args.vocab, args.prompt, partial_text_tokens(model))
+            bench = Bench(runtime, args.vocab, args.prompt, non_ascii_tokens(model))
             rows = run(bench, args)
         finally:
             runtime.close()
