@@ -161,3 +161,39 @@ def test_pool_methods_see_the_order_their_requests_were_read_in() -> None:
             time.sleep(0.01)
     assert [json.loads(frame)["result"]["text"] for frame in sent] == ["second", "first"]
     assert seen["first"] < seen["second"]
+
+
+def test_on_quiet_is_told_once_nothing_is_in_flight() -> None:
+    """The runtime gives freed memory back once idle (engine/memory/release.py); the
+    dispatcher says when no request is in flight, after bad lines as after answers."""
+    quiet: list[int] = []
+    release = threading.Event()
+    sent: list[bytes] = []
+
+    def slow(params: _Echo) -> dict[str, str]:
+        release.wait(10)
+        return {"text": params.text}
+
+    pool = ThreadPoolExecutor(2)
+    dispatcher = Dispatcher(
+        {"slow": Method(_Echo, slow)},
+        sent.append,
+        pool,
+        64,
+        4096,
+        on_quiet=lambda: quiet.append(len(sent)),
+    )
+    try:
+        dispatcher.handle_line(b"{not json")
+        assert quiet == [1]  # answered inline, then quiet
+        dispatcher.handle_line(b'{"jsonrpc":"2.0","method":"slow","id":1}')
+        time.sleep(0.05)
+        assert quiet == [1]  # in flight: not quiet
+        release.set()
+        deadline = time.monotonic() + 10
+        while len(quiet) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert quiet == [1, 2]  # quiet once its answer was sent
+    finally:
+        release.set()
+        pool.shutdown()

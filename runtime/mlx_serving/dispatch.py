@@ -97,9 +97,12 @@ class Dispatcher:
         max_pending: int,
         max_output_line_bytes: int,
         observer: RequestObserver | None = None,
+        on_quiet: Callable[[], None] | None = None,
     ) -> None:
         self._methods = methods
         self._observer = observer
+        # Told whenever a line was handled or a request answered and none is in flight.
+        self._on_quiet = on_quiet
         self._send = send
         self._executor = executor
         self._max_line = max_output_line_bytes
@@ -125,6 +128,20 @@ class Dispatcher:
             answer.settle(self._refusal(answer.frame))
 
     def handle_line(self, line: bytes) -> None:
+        try:
+            self._handle_line(line)
+        finally:
+            self._quiet_now()
+
+    def _quiet_now(self) -> None:
+        if self._on_quiet is None:
+            return
+        with self._running_changed:
+            if self._running:
+                return
+        self._on_quiet()
+
+    def _handle_line(self, line: bytes) -> None:
         stripped = line.strip()
         if not stripped:
             return
@@ -247,6 +264,7 @@ class Dispatcher:
         with self._running_changed:
             self._running.discard(answer)
             self._running_changed.notify_all()
+        self._quiet_now()
 
     def _refusal(self, frame: RequestFrame) -> Outcome:
         return self._reply_error(frame, RUNTIME_ERROR, "runtime is shutting down")

@@ -21,7 +21,7 @@ from .distributed.group import Group, GroupStartError, start_group
 from .distributed.hostfile import HostfileError
 from .engine import Engine
 from .engine.memory import effective_settings, memory_budget
-from .engine.memory.release import trim_heaps
+from .glibc_heap import trim_heaps
 from .handlers import RuntimeContext, build_methods
 from .handlers.context import NativeStatus
 from .protocol.envelope import NULL_ID
@@ -86,6 +86,7 @@ class Runtime:
             max_pending=limits.max_active_streams * 4,
             max_output_line_bytes=limits.max_output_line_bytes,
             observer=self.telemetry if self.telemetry.active else None,
+            on_quiet=self.engine.residency.requests_settled,
         )
         self.reader = LineReader(stdin_fd, limits.max_frame_bytes, wake_fd=self._wake_read)
 
@@ -138,6 +139,8 @@ class Runtime:
                 # client still gets an answer and the loop goes on.
                 log.exception("unexpected dispatcher failure")
                 self.writer.send(encode_error(NULL_ID, INTERNAL_ERROR, "Internal error"))
+            # A line can be max_frame_bytes; it would stay alive until the next one arrives.
+            del line
         self.close()
         return self.exit_code
 

@@ -154,6 +154,10 @@ class ModelsConfig(_Section):
     # generate and tokenize naming an evicted or expired model load it again with the
     # parameters it was loaded with (the request waits); false: -32005 instead.
     reload_on_demand: bool = True
+    # Seconds with no stream running and no request in flight before the memory freed by
+    # streams and requests goes back to the system; until then it is kept for the next
+    # burst, which would otherwise take it all again from fresh pages (docs/MEMORY.md).
+    idle_release_s: Annotated[float, Meta(ge=0.0)] = 10.0
 
 
 def _default_allow_patterns() -> list[str]:

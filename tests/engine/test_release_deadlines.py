@@ -21,7 +21,7 @@ def test_nothing_is_due_until_something_was_freed() -> None:
 def test_an_unload_is_released_soon_and_the_idle_wait_is_cleared_with_it() -> None:
     deadlines = ReleaseDeadlines()
     now = time.monotonic()
-    deadlines.after_last_stream()
+    deadlines.after_idle()
     deadlines.after_unload()
     at = deadlines.next()
     assert at is not None and at <= now + UNLOAD_RELEASE_S + 1
@@ -32,10 +32,10 @@ def test_an_unload_is_released_soon_and_the_idle_wait_is_cleared_with_it() -> No
 
 def test_a_later_stream_end_postpones_the_idle_release() -> None:
     deadlines = ReleaseDeadlines()
-    deadlines.after_last_stream()
+    deadlines.after_idle()
     first = deadlines.next()
     time.sleep(0.01)
-    deadlines.after_last_stream()
+    deadlines.after_idle()
     second = deadlines.next()
     assert first is not None and second is not None and second > first
     assert second - time.monotonic() > IDLE_RELEASE_S - 1

@@ -136,6 +136,30 @@ def test_tokenize_beyond_what_an_answer_holds_is_refused_before_the_work(
         )
 
 
+def test_memory_a_large_request_freed_goes_back_once_the_runtime_idles(
+    llama_dir: Path,
+) -> None:
+    """glibc keeps what is freed for reuse until the runtime idles (release.py). A request
+    that runs no stream (here a 15 MiB tokenize, refused) must arm that idle release as a
+    stream's end does; it used to stay resident until some later stream ended."""
+    env = {"MLX_SERVING_MODELS__IDLE_RELEASE_S": "0.5"}
+    with RuntimeClient(env=env) as client:
+        client.call("load_model", {"model_id": "m", "local_path": str(llama_dir)})
+        text = "The quick brown fox jumps over the lazy dog. " * (15 * 2**20 // 45)
+        before = _rss(client.process.pid)
+        frame = client.request("tokenize", {"model_id": "m", "text": text}, timeout=120)
+        assert frame["error"]["code"] == -32602, frame["error"]
+        held = _rss(client.process.pid)
+        deadline = time.monotonic() + 10
+        while (after := _rss(client.process.pid)) - before > 8 * 2**20:
+            assert time.monotonic() < deadline, (before >> 20, held >> 20, after >> 20)
+            time.sleep(0.1)
+        print(
+            f"\n[idle release] RSS +{(held - before) >> 20} MiB after the request, "
+            f"+{(after - before) >> 20} MiB once idle"
+        )
+
+
 def test_a_batch_answer_stays_within_the_output_line_limit(llama_dir: Path) -> None:
     """Six tokenize answers that each fit the line limit, in one batch that would not:
     the largest give way to errors, and every id is still answered exactly once."""

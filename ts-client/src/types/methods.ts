@@ -637,6 +637,7 @@ export interface LoggingConfig {
 export interface ModelsConfig {
   cache_dir?: string;
   default_context_length?: number | null;
+  idle_release_s?: number;
   keep_alive_s?: number | null;
   max_loaded_models?: number | null;
   memory_budget_bytes?: number | null;

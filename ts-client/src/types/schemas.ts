@@ -2388,6 +2388,11 @@ export const methodsSchema: SchemaDocument = {
           ],
           "default": null
         },
+        "idle_release_s": {
+          "default": 10,
+          "minimum": 0,
+          "type": "number"
+        },
         "keep_alive_s": {
           "anyOf": [
             {

@@ -105,7 +105,7 @@ def apply_mlx_limits(budget: MemoryBudget) -> None:
     back for the next allocation, until the runtime idles (release.py)."""
     import mlx.core as mx
 
-    from .release import keep_freed_blocks, map_large_blocks_alone
+    from ...glibc_heap import keep_freed_blocks, map_large_blocks_alone
 
     cache = budget.bytes // MLX_CACHE_SHARE
     mx.set_memory_limit(budget.bytes + cache)

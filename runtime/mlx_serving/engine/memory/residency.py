@@ -82,7 +82,7 @@ class Residency:
         self._loading: Counter[str] = Counter()  # model ids with a load in flight
         self._evicting: set[str] = set()  # chosen, their unload not done yet
         self._reloading: set[str] = set()  # loaded again on demand right now
-        self._release = ReleaseDeadlines()
+        self._release = ReleaseDeadlines(self._config.idle_release_s)
         self._stopping = False
         registry.on_retire(self._retired)
         self._watcher = threading.Thread(target=self._watch, name="residency", daemon=True)
@@ -254,8 +254,16 @@ class Residency:
                 if known is not None:
                     known.touch()
             if not self._ledger.has_streams:
-                self._release.after_last_stream()
+                self._release.after_idle()
             self._lock.notify_all()
+
+    def requests_settled(self) -> None:
+        """No request is in flight any more (the dispatcher, any thread): what they freed
+        (a large frame, a tokenize, an embedding batch) goes back once idle, as a stream's."""
+        with self._lock:
+            if not self._ledger.has_streams:
+                self._release.after_idle()
+                self._lock.notify_all()
 
     # -- eviction --------------------------------------------------------------------------
 
