@@ -41,11 +41,11 @@ SHRINKING_BATCH = """
 import resource, sys
 import mlx.core as mx
 from mlx_serving.engine.memory.budget import MemoryBudget, apply_mlx_limits
-from mlx_serving.engine.memory.release import cache_misses_reshaped_batches
+from mlx_serving.glibc_heap import arrays_in_host_heap
 applied = sys.argv[1] == "applied"
 if applied:
     apply_mlx_limits(MemoryBudget(8 << 30, "RAM"))
-    assert cache_misses_reshaped_batches()  # on a CPU
+    assert arrays_in_host_heap()  # on a CPU
 # A batch's KV (8 arrays of 16 MiB at 32 streams) copied as streams leave one by one,
 # MLX's cache handed to the allocator after each, as BatchLane does.
 kv = [mx.ones((32, 8, 256, 64)) for _ in range(8)]

@@ -101,17 +101,17 @@ def apply_mlx_limits(budget: MemoryBudget) -> None:
     headroom, and keeps at most a tenth of the budget cached. Under a strict budget what it
     frees beyond that goes straight back to the system (release.py), at a cost: a batch
     that grows by a stream a step then gets every KV array from fresh pages (32 streams
-    sent together decoded 25-30% slower on this CPU). Otherwise glibc keeps what MLX hands
-    back for the next allocation, until the runtime idles (release.py)."""
+    sent together decoded 25-30% slower on this CPU). Otherwise, on a CPU, glibc keeps what
+    MLX hands back for the next allocation, until the runtime idles (release.py)."""
     import mlx.core as mx
 
-    from ...glibc_heap import keep_freed_blocks, map_large_blocks_alone
+    from ...glibc_heap import arrays_in_host_heap, keep_freed_blocks, map_large_blocks_alone
 
     cache = budget.bytes // MLX_CACHE_SHARE
     mx.set_memory_limit(budget.bytes + cache)
     mx.set_cache_limit(cache)
     if budget.strict:
         map_large_blocks_alone()
-    else:
+    elif arrays_in_host_heap():
         keep_freed_blocks()
     log.info("memory budget %d bytes (%s)", budget.bytes, budget.source)

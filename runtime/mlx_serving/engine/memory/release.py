@@ -54,16 +54,3 @@ def release_freed_memory() -> None:
 
     mx.clear_cache()
     trim_heaps()
-
-
-def cache_misses_reshaped_batches() -> bool:
-    """Whether a batch that changed size should hand MLX's buffer cache to the allocator.
-    MLX reuses a cached buffer only for an array of the same size, and a batch's KV
-    changes size with every stream that leaves it: on a CPU the cache held the old arrays
-    while each new one took fresh pages from the system (a stream leaving a batch of 32:
-    40k page faults and 100-150 ms added to a 45 ms step). Handed to glibc, which keeps
-    them (`keep_freed_blocks`), they are reused: no faults and 10-35 ms. A GPU's buffers
-    are the device's own, and its cache stays."""
-    import mlx.core as mx
-
-    return bool(mx.default_device() == mx.cpu)
