@@ -3,6 +3,7 @@ shows (bench_throughput's tiny model): each layer added in turn, in one run.
 
     python bench/profile_engine.py [--tokens 3000] [--rounds 3] [--bias] [--profile]
     python bench/profile_engine.py --hidden 2048 --layers 16 --tokens 500   # the 0.9B model
+    python bench/profile_engine.py --tokens 1000 --paired 120    # runtime vs baseline, pairs
 
 Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
 - `mlx_lm.generate_step` alone: the model's step, no text (what the runtime cannot go below),
@@ -129,33 +130,42 @@ def _engine_rate(model_dir: Path, tokens: int, real_sink: bool, profile: bool, b
     return rate
 
 
-def _process_rate(model_dir: Path, tokens: int, bias: bool) -> float:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlx_serving"],
-        # A YAML empty string: an empty variable would mean "unset" (the default folder).
-        env={**os.environ, "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''"},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdin is not None and process.stdout is not None
+class _RuntimeProcess:
+    """`python -m mlx_serving` with the model loaded, driven over its pipes."""
 
-    def send(request_id: int, method: str, params: dict[str, Any]) -> None:
+    def __init__(self, model_dir: Path) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "mlx_serving"],
+            # A YAML empty string: an empty variable would mean "unset" (the default folder).
+            env={**os.environ, "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._next_id = 1
+        self._call("load_model", {"model_id": "m", "local_path": str(model_dir)})
+
+    def _call(self, method: str, params: dict[str, Any]) -> int:
+        request_id = self._next_id
+        self._next_id += 1
         frame = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        process.stdin.write(json.dumps(frame).encode() + b"\n")  # type: ignore[union-attr]
-        process.stdin.flush()  # type: ignore[union-attr]
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(frame).encode() + b"\n")
+        self._process.stdin.flush()
+        if method != "generate":
+            self._until(lambda f: f.get("id") == request_id)
+        return request_id
 
-    def until(predicate: Any) -> dict[str, Any]:
-        for line in process.stdout:  # type: ignore[union-attr]
+    def _until(self, predicate: Any) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
             frame = json.loads(line)
             if predicate(frame):
                 return frame  # type: ignore[no-any-return]
         raise RuntimeError("the runtime exited")
 
-    send(1, "load_model", {"model_id": "m", "local_path": str(model_dir)})
-    until(lambda f: f.get("id") == 1)
-    rate = 0.0
-    for attempt in range(2):
+    def rate(self, tokens: int, bias: bool) -> float:
+        """Tokens per second of one greedy stream, timed from request to its end event."""
         params: dict[str, Any] = {
             "model_id": "m",
             "prompt": "hello",
@@ -165,13 +175,49 @@ def _process_rate(model_dir: Path, tokens: int, bias: bool) -> float:
         if bias:
             params["logit_bias"] = {"2": -100}
         started = time.perf_counter()
-        send(10 + attempt, "generate", params)
-        stats = until(lambda f: f.get("method") == "stream.stats")
-        until(lambda f: f.get("method") == "stream.event")
-        rate = stats["params"]["tokens_generated"] / (time.perf_counter() - started)
-    process.stdin.close()
-    process.wait(30)
+        self._call("generate", params)
+        stats = self._until(lambda f: f.get("method") == "stream.stats")
+        self._until(lambda f: f.get("method") == "stream.event")
+        return float(stats["params"]["tokens_generated"]) / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(30)
+
+
+def _process_rate(model_dir: Path, tokens: int, bias: bool) -> float:
+    runtime = _RuntimeProcess(model_dir)
+    runtime.rate(tokens, bias)  # the first request pays for compiling the step
+    rate = runtime.rate(tokens, bias)
+    runtime.close()
     return rate
+
+
+def _paired(model_dir: Path, tokens: int, bias: bool, seconds: float) -> None:
+    """One runtime process kept running, timed against `stream_generate` in pairs (the
+    order alternating) for `seconds`: the host's speed drifts less within a pair, a few
+    seconds, than between the rounds of the table, and many pairs give a steady median."""
+    runtime = _RuntimeProcess(model_dir)
+    runtime.rate(tokens, bias)
+    _reference_rate(model_dir, tokens, bias)
+    costs: list[float] = []
+    ratios: list[float] = []
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        if len(costs) % 2:
+            served, reference = runtime.rate(tokens, bias), _reference_rate(model_dir, tokens, bias)
+        else:
+            reference, served = _reference_rate(model_dir, tokens, bias), runtime.rate(tokens, bias)
+        costs.append(1e6 / served - 1e6 / reference)
+        ratios.append(served / reference)
+    runtime.close()
+    quartiles = statistics.quantiles(costs, n=4) if len(costs) > 1 else costs * 3
+    print(
+        f"paired, {len(costs)} pairs of {tokens} tokens: runtime process over stream_generate "
+        f"median {statistics.median(costs):+.0f} us/token (quartiles {quartiles[0]:+.0f}, "
+        f"{quartiles[2]:+.0f}); ratio median {statistics.median(ratios):.3f}x"
+    )
 
 
 def _step_rate(model_dir: Path, tokens: int, bias: bool, in_thread: bool) -> float:
@@ -284,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--hidden", type=int, default=64, help="64 x 2 layers: the tiny model")
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument(
+        "--paired",
+        type=float,
+        metavar="SECONDS",
+        help="instead of the table: the runtime process against stream_generate in pairs",
+    )
     args = parser.parse_args(argv)
 
     from mlx_serving.native_bridge.blas import preload_optimized_blas
@@ -296,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir / "model", "llama", hidden_size=args.hidden, num_layers=args.layers, seed=3
     )
     n, bias = args.tokens, args.bias
+    if args.paired is not None:
+        _paired(model_dir, n, bias, args.paired)
+        return 0
     layers: list[tuple[str, Any]] = [
         ("mlx_lm.stream_generate (baseline)", lambda: _reference_rate(model_dir, n, bias)),
         ("mlx_lm.generate_step, no text", lambda: _step_rate(model_dir, n, bias, False)),
