@@ -49,10 +49,6 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in (None, "serve"):
         from .config import ConfigError, load_settings
-        from .glibc_heap import arrays_in_host_heap, share_one_heap
-
-        if arrays_in_host_heap():
-            share_one_heap()
 
         # A bad config ends the process before it reads a request, so a supervisor that
         # restarts the runtime sees the reason on stderr instead of a half-configured server.

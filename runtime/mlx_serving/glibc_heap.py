@@ -1,7 +1,13 @@
 """glibc's allocator settings and trim: how memory this process freed goes back to the
 system. Everything here is a no-op where glibc is absent (macOS, musl), whose allocators
-give freed pages back as they are. Imports nothing heavy: `share_one_heap` must run before
-MLX starts its threads."""
+give freed pages back as they are.
+
+What none of it reaches: glibc gives each thread that allocates a lot a heap of its own,
+and malloc_trim returns the free top of the main heap only. With freed blocks kept, a
+request thread's heap keeps the largest request it decoded (a 15 MiB text: +14 MB) until
+it is reused. Every thread on the main heap (M_ARENA_MAX 1) returned it, but the threads
+then contend for one lock: the tiny model's tokens took a median 52 us longer on this CPU
+(53 alternated pairs) and on an H200 (56), near all a token may cost the runtime (60 us)."""
 
 from __future__ import annotations
 
@@ -10,8 +16,6 @@ import ctypes.util
 import functools
 from typing import Any
 
-# glibc's mallopt parameter M_ARENA_MAX: how many heaps threads may allocate from.
-_M_ARENA_MAX = -8
 # glibc's mallopt parameter M_MMAP_THRESHOLD: blocks at least this large get pages of their
 # own, unmapped when freed.
 _M_MMAP_THRESHOLD = -3
@@ -24,26 +28,12 @@ KEEP_FREED_BYTES = 2**31 - 1  # mallopt takes an int
 
 
 def arrays_in_host_heap() -> bool:
-    """Whether MLX's arrays come from glibc's heaps: on the CPU backend. There the host
-    heap policy below pays (one heap, freed blocks kept, MLX's cache handed over after a
-    batch changes size, engine/batch_lane.py); a GPU's arrays are the device's own, and
-    glibc's defaults stay. Importing mlx.core starts no thread."""
+    """Whether MLX's arrays come from glibc's heaps: on the CPU backend. There keeping
+    freed blocks pays (with MLX's cache handed over after a batch changes size,
+    engine/batch_lane.py); a GPU's arrays are the device's own, and glibc's defaults stay."""
     import mlx.core as mx
 
     return bool(mx.default_device() == mx.cpu)
-
-
-def share_one_heap() -> None:
-    """Have every thread allocate from glibc's main heap. malloc_trim gives back the free
-    top of that heap, but not of the per-thread heaps glibc makes otherwise, where what a
-    request thread freed stayed resident for good (the decoded text of a 15 MiB request:
-    +16 MB). Call before threads start allocating: one already attached to a heap of its
-    own keeps it. Alternating runtimes with and without on this CPU, five rounds each,
-    changed neither a tiny model's single stream nor 32 streams beyond the noise; on an
-    H200 (56 rounds) the tiny model's tokens took a median 52 us longer, hence CPU only."""
-    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int))
-    if mallopt is not None:
-        mallopt(_M_ARENA_MAX, 1)
 
 
 def map_large_blocks_alone() -> None:

@@ -141,7 +141,9 @@ def test_memory_a_large_request_freed_goes_back_once_the_runtime_idles(
 ) -> None:
     """glibc keeps what is freed for reuse until the runtime idles (release.py). A request
     that runs no stream (here a 15 MiB tokenize, refused) must arm that idle release as a
-    stream's end does; it used to stay resident until some later stream ended."""
+    stream's end does: its 60 MB stayed resident until some later stream ended. What may
+    stay is the decoded text in the request thread's own heap, whose top malloc_trim does
+    not reach (glibc_heap.py): about the text's size."""
     env = {"MLX_SERVING_MODELS__IDLE_RELEASE_S": "0.5"}
     with RuntimeClient(env=env) as client:
         client.call("load_model", {"model_id": "m", "local_path": str(llama_dir)})
@@ -151,7 +153,7 @@ def test_memory_a_large_request_freed_goes_back_once_the_runtime_idles(
         assert frame["error"]["code"] == -32602, frame["error"]
         held = _rss(client.process.pid)
         deadline = time.monotonic() + 10
-        while (after := _rss(client.process.pid)) - before > 8 * 2**20:
+        while (after := _rss(client.process.pid)) - before > len(text) + 8 * 2**20:
             assert time.monotonic() < deadline, (before >> 20, held >> 20, after >> 20)
             time.sleep(0.1)
         print(
