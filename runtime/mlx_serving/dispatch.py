@@ -101,14 +101,14 @@ class Dispatcher:
     ) -> None:
         self._methods = methods
         self._observer = observer
-        # Told whenever a line was handled or a request answered and none is in flight.
-        self._on_quiet = on_quiet
         self._send = send
         self._executor = executor
         self._max_line = max_output_line_bytes
         self._pending = threading.BoundedSemaphore(max_pending)
         self._stopping = False
         self._running: set[_AnswerOnce] = set()
+        # Told whenever a line was handled or a request answered and none is in flight.
+        self._on_quiet = on_quiet
         self._running_changed = threading.Condition()
 
     def stop_accepting(self) -> None:
