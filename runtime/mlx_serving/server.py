@@ -129,7 +129,7 @@ class Runtime:
             if isinstance(line, OversizeLine):
                 self.writer.send(_oversize_error(line, self.settings.limits.max_frame_bytes))
                 # Its first max_frame_bytes were buffered before it was known to be too
-                # long; glibc keeps what is freed (release.py), so give that back now.
+                # long; glibc keeps what is freed (glibc_heap.py), so give that back now.
                 trim_heaps()
                 continue
             try:

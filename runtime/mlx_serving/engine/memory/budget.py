@@ -99,7 +99,7 @@ def effective_settings(settings: Settings, budget: MemoryBudget) -> Settings:
 def apply_mlx_limits(budget: MemoryBudget) -> None:
     """MLX frees its buffer cache before it lets active memory pass the budget plus its
     headroom, and keeps at most a tenth of the budget cached. Under a strict budget what it
-    frees beyond that goes straight back to the system (release.py), at a cost: a batch
+    frees beyond that goes straight back to the system (glibc_heap.py), at a cost: a batch
     that grows by a stream a step then gets every KV array from fresh pages (32 streams
     sent together decoded 25-30% slower on this CPU). Otherwise, on a CPU, glibc keeps what
     MLX hands back for the next allocation, until the runtime idles (release.py)."""

@@ -9,19 +9,14 @@ from ...glibc_heap import trim_heaps
 # Weights freed by an eviction or an unload are given back this long after, once the engine
 # thread has dropped the model's batch.
 UNLOAD_RELEASE_S = 0.2
-# What streams and requests freed waits until the runtime has been idle this long
-# (models.idle_release_s): the next burst would allocate it all again from fresh pages, and
-# MLX's buffer cache would miss on every batch shape it grows through. 32 streams sent 1 s
-# after the last ones ended ran 25-35% slower with a 0.2 s wait than with none (five
-# bursts each, this CPU).
-IDLE_RELEASE_S = 10.0
 
 
 class ReleaseDeadlines:
     """When freed memory is next given back (monotonic seconds): soon after an unload,
-    once idle after the last stream or request; a later one postpones only the latter."""
+    `idle_s` (models.idle_release_s) after the last stream or request; a later one
+    postpones only the latter."""
 
-    def __init__(self, idle_s: float = IDLE_RELEASE_S) -> None:
+    def __init__(self, idle_s: float) -> None:
         self._idle_s = idle_s
         self._unloaded: float | None = None
         self._idle: float | None = None

@@ -253,17 +253,21 @@ class Residency:
                 known = self._known.get(model_id)
                 if known is not None:
                     known.touch()
-            if not self._ledger.has_streams:
-                self._release.after_idle()
+            self._arm_idle_release()
             self._lock.notify_all()
 
     def requests_settled(self) -> None:
         """No request is in flight any more (the dispatcher, any thread): what they freed
         (a large frame, a tokenize, an embedding batch) goes back once idle, as a stream's."""
         with self._lock:
-            if not self._ledger.has_streams:
-                self._release.after_idle()
-                self._lock.notify_all()
+            self._arm_idle_release()
+            self._lock.notify_all()
+
+    def _arm_idle_release(self) -> None:
+        """Unless a stream holds KV, give freed memory back once the runtime has idled.
+        The caller holds `_lock`."""
+        if not self._ledger.has_streams:
+            self._release.after_idle()
 
     # -- eviction --------------------------------------------------------------------------
 
