@@ -42,6 +42,7 @@ class FakeLane:
         self.closed = False
         self.fail_decode: Exception | None = None
         self.last_prefill_tokens = 0
+        self.prefilling = False  # admitted streams decode at once
         self.prompt_cache = SimpleNamespace(stats=lambda: {"entries": 0.0})
 
     def __len__(self) -> int:

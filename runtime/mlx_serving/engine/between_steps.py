@@ -51,6 +51,10 @@ class BetweenSteps:
 
     def run(self) -> None:
         """Run everything queued so far, oldest first (on the engine thread)."""
+        if not self._queued:
+            # Read without the lock, every pass: work posted meanwhile waits one pass (the
+            # engine thread sees it under the lock before it sleeps).
+            return
         with self._cond:
             if not self._queued:
                 return

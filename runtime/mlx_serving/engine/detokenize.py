@@ -38,6 +38,14 @@ class TextAssembler:
         self.detokenizer.add_token(token.token_id)
         token.text = self.detokenizer.last_segment
         self.pending.append(token)
+        if not self.stop_sequences:
+            # What _release would do, without joining and searching the text each token:
+            # hold only tokens whose bytes end mid-character (all that is ever pending here).
+            if not token.text:
+                return []
+            released = list(self.pending)
+            self.pending.clear()
+            return released
         return self._release(final=False)
 
     def finish(self) -> list[PendingToken]:

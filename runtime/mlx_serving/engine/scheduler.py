@@ -309,15 +309,17 @@ class Scheduler:
             self._outbox.emit(out)
             out.clear()
         for index, entry in enumerate(entries):
+            lane, seconds, fed = entry.lane, decode_s[index], 0
             if not self._lanes.holds(entry):
                 continue  # the batch failed while decoding
-            lane = entry.lane
-            budget = planned[index] if planned is not None else lane.prefill_budget()
-            started = time.perf_counter()
-            self._run_lane(entry, out, partial(self._lockstep.prefill, lane, budget))
+            # Nothing waits: no prefill bookkeeping (a lockstep's ranks always prefill).
+            if planned is not None or lane.prefilling:
+                budget = planned[index] if planned is not None else lane.prefill_budget()
+                started = time.perf_counter()
+                self._run_lane(entry, out, partial(self._lockstep.prefill, lane, budget))
+                seconds, fed = seconds + time.perf_counter() - started, lane.last_prefill_tokens
             if self.on_step is not None:
-                seconds = decode_s[index] + time.perf_counter() - started
-                self.on_step(seconds, lane.last_prefill_tokens)
+                self.on_step(seconds, fed)
 
     def _nothing_queued(self) -> bool:
         with self._cond:
