@@ -1,8 +1,9 @@
 """Reuse of KV caches across requests that share a token prefix, in RAM and on disk.
 
 mlx-lm's `LRUPromptCache` (a token trie with LRU eviction and a byte bound, the one
-mlx_lm.server uses) is the RAM tier; this wraps it with the rule a batched insert needs (at
-least one prompt token left to feed) and hit counters for stats and metrics. The optional
+mlx_lm.server uses; its search made linear, prompt_trie.py) is the RAM tier; this wraps
+it with the rule a batched insert needs (at least one prompt token left to feed) and hit
+counters for stats and metrics. The optional
 disk tier (`kv_disk.DiskBlocks`) gets every stored cache's blocks, each written once, in
 the background; a lookup takes whichever tier holds the longer prefix, RAM first. So what
 RAM evicts and what a shutdown or a crash loses is still on disk, for this process and the
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import mlx.core as mx
-from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
+from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
 from .kv_disk import DiskBlocks
+from .prompt_trie import lru_prompt_cache
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class PromptCache:
     def __init__(
         self, max_bytes: int, max_entries: int = 64, disk: DiskBlocks | None = None
     ) -> None:
-        self._lru = LRUPromptCache(max_size=max_entries, max_bytes=max_bytes)
+        self._lru = lru_prompt_cache(max_size=max_entries, max_bytes=max_bytes)
         self.enabled = max_bytes > 0 and max_entries > 0
         self.disk = disk if self.enabled else None
         self.hits = 0
