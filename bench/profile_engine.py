@@ -4,6 +4,7 @@ shows (bench_throughput's tiny model): each layer added in turn, in one run.
     python bench/profile_engine.py [--tokens 3000] [--rounds 3] [--bias] [--profile]
     python bench/profile_engine.py --hidden 2048 --layers 16 --tokens 500   # the 0.9B model
     python bench/profile_engine.py --tokens 1000 --paired 120    # runtime vs baseline, pairs
+    python bench/profile_engine.py --tokens 4000 --no-step       # the Python around the step
 
 Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
 - `mlx_lm.generate_step` alone: the model's step, no text (what the runtime cannot go below),
@@ -13,8 +14,12 @@ Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
 - engine + sink + writer: the runtime's NotificationSink and FrameWriter, writing into a
   pipe that another process drains, with telemetry as the runtime has it;
 - runtime process: `python -m mlx_serving` read by a client over a pipe.
-`--profile` adds a cProfile of the engine thread for the second row. The last line gives
-the runtime process against the baseline within each round, and their median.
+`--profile` adds a cProfile of the engine thread for the second row. `--no-step` times only
+the work around the model's step instead: the engine with its sink and writer, and
+`stream_generate`, each with the step replaced by one that returns a fixed token cycle at
+once (what per-token Python each adds; it costs most where the step is fastest, a GPU).
+The table's last line gives the runtime process against the baseline within each round,
+and their median.
 """
 
 from __future__ import annotations
@@ -220,6 +225,47 @@ def _paired(model_dir: Path, tokens: int, bias: bool, seconds: float) -> None:
     )
 
 
+def _without_step(model_dir: Path, tokens: int, rounds: int) -> None:
+    """The engine + sink + writer row and `stream_generate`, the model's step replaced by
+    one that returns at once; median over `rounds` of us/token."""
+    import mlx.core as mx
+    import mlx_lm
+
+    from mlx_serving.engine import solo_decoder
+
+    _, tokenizer = _loaded(model_dir)
+    cycle = tokenizer.encode(" the quick brown fox jumps over the lazy dog, and back")
+    logprobs = mx.zeros((8,))
+
+    def step(self: Any) -> tuple[int, Any, Any]:
+        self.generated += 1
+        token = cycle[self.generated % len(cycle)]
+        return token, logprobs, self._verdict(token)
+
+    def init(self: Any, model: Any, prefill: Any) -> None:
+        self.request, self.stream_id = prefill.request, prefill.request.stream_id
+        self.stop_ids, self.cache, self.cache_tokens = set(), prefill.cache, []
+        self.generated = 0
+
+    def generate_step(prompt: Any, model: Any, *args: Any, max_tokens: int = 256, **_: Any) -> Any:
+        for n in range(max_tokens):
+            yield cycle[(n + 1) % len(cycle)], logprobs
+
+    solo_decoder.SoloDecoder.step = step  # type: ignore[method-assign]
+    solo_decoder.SoloDecoder.__init__ = init  # type: ignore[method-assign]
+    sys.modules["mlx_lm.generate"].generate_step = generate_step  # type: ignore[attr-defined]
+    model, _ = _loaded(model_dir)
+    engine, reference = [], []
+    for _ in range(rounds):
+        engine.append(1e6 / _engine_rate(model_dir, tokens, True, False, False))
+        started = time.perf_counter()
+        count = sum(1 for _ in mlx_lm.stream_generate(model, tokenizer, "hi", max_tokens=tokens))
+        reference.append((time.perf_counter() - started) / count * 1e6)
+    print(f"model step removed, {tokens} tokens, median of {rounds} rounds, us/token:")
+    print(f"| engine + sink + writer | {statistics.median(engine):.1f} |")
+    print(f"| mlx_lm.stream_generate | {statistics.median(reference):.1f} |")
+
+
 def _step_rate(model_dir: Path, tokens: int, bias: bool, in_thread: bool) -> float:
     """mlx-lm's own loop, on the main thread or (as the runtime's engine runs) another."""
     import mlx.core as mx
@@ -336,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="instead of the table: the runtime process against stream_generate in pairs",
     )
+    parser.add_argument("--no-step", action="store_true", help="only the work around the step")
     args = parser.parse_args(argv)
 
     from mlx_serving.native_bridge.blas import preload_optimized_blas
@@ -350,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     n, bias = args.tokens, args.bias
     if args.paired is not None:
         _paired(model_dir, n, bias, args.paired)
+        return 0
+    if args.no_step:
+        _without_step(model_dir, n, max(args.rounds, 5))
         return 0
     layers: list[tuple[str, Any]] = [
         ("mlx_lm.stream_generate (baseline)", lambda: _reference_rate(model_dir, n, bias)),

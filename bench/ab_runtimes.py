@@ -1,0 +1,159 @@
+"""Two runtime trees (two commits) and in-process `mlx_lm.stream_generate`, timed in
+rotating triples on one model: what a change did to the cost per token, on a host whose
+speed drifts more between runs than the change moves it.
+
+    git archive <old> runtime | tar -x -C /tmp/old
+    python bench/ab_runtimes.py --old /tmp/old/runtime --new runtime --seconds 170
+
+Each triple times one greedy stream of --tokens through each runtime process (request to
+final event, read over its pipe) and through `stream_generate`, the order rotating and
+reversing; the report (every 9 triples, so a run cut short still says something) gives
+the median per-token difference within triples, with quartiles, and the median ratio.
+A tree is chosen by PYTHONPATH: an editable install of the project shadows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "runtime"))
+
+
+class _Runtime:
+    """`python -m mlx_serving` from one tree, the model loaded, driven over its pipes."""
+
+    def __init__(self, tree: str, model_dir: Path, tokens: int) -> None:
+        env = {
+            **os.environ,
+            # A YAML empty string: an empty variable would mean "unset" (the default folder).
+            "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''",
+            "PYTHONPATH": os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")]),
+        }
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "mlx_serving"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._tokens = tokens
+        self._id = 0
+        self._send("load_model", {"model_id": "m", "local_path": str(model_dir)})
+        self._until(lambda frame: frame.get("id") == self._id)
+
+    def _send(self, method: str, params: dict[str, Any]) -> None:
+        assert self._process.stdin is not None
+        self._id += 1
+        frame = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": params}
+        self._process.stdin.write(json.dumps(frame).encode() + b"\n")
+        self._process.stdin.flush()
+
+    def _until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            frame = json.loads(line)
+            if predicate(frame):
+                return frame  # type: ignore[no-any-return]
+        raise RuntimeError("the runtime exited")
+
+    def rate(self) -> float:
+        started = time.perf_counter()
+        params = {"model_id": "m", "prompt": "hello", "max_tokens": self._tokens}
+        self._send("generate", {**params, "temperature": 0})
+        stats = self._until(lambda frame: frame.get("method") == "stream.stats")
+        self._until(lambda frame: frame.get("method") == "stream.event")
+        return float(stats["params"]["tokens_generated"]) / (time.perf_counter() - started)
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--old", required=True, help="the old tree's runtime/ folder")
+    parser.add_argument("--new", required=True, help="the new tree's runtime/ folder")
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--tokens", type=int, default=1000)
+    parser.add_argument("--hidden", type=int, default=64, help="64 x 2 layers: the tiny model")
+    parser.add_argument("--layers", type=int, default=2)
+    args = parser.parse_args()
+
+    from mlx_serving.native_bridge.blas import preload_optimized_blas
+
+    preload_optimized_blas("auto")  # before mlx, as the runtime does
+    import mlx_lm
+
+    from mlx_serving.testing import make_model
+
+    workdir = Path(tempfile.mkdtemp(prefix="ab-runtimes-"))
+    model_dir = make_model(
+        workdir / "model", "llama", hidden_size=args.hidden, num_layers=args.layers, seed=3
+    )
+    model, tokenizer = mlx_lm.load(str(model_dir))
+
+    def reference() -> float:
+        started = time.perf_counter()
+        stream = mlx_lm.stream_generate(model, tokenizer, "hello", max_tokens=args.tokens)
+        return sum(1 for _ in stream) / (time.perf_counter() - started)
+
+    old = _Runtime(args.old, model_dir, args.tokens)
+    new = _Runtime(args.new, model_dir, args.tokens)
+    timers: dict[str, Callable[[], float]] = {"ref": reference, "old": old.rate, "new": new.rate}
+    for timer in timers.values():
+        timer()  # the first stream pays for compiling the step
+    rates: dict[str, list[float]] = {name: [] for name in timers}
+
+    def cost(a: str, b: str) -> str:
+        diffs = [1e6 / x - 1e6 / y for x, y in zip(rates[a], rates[b], strict=True)]
+        low, _, high = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else diffs * 3
+        median = statistics.median(diffs)
+        return f"median {median:+.0f} us/token (quartiles {low:+.0f}, {high:+.0f})"
+
+    def ratio(a: str) -> float:
+        return statistics.median(x / r for x, r in zip(rates[a], rates["ref"], strict=True))
+
+    def report() -> None:
+        baseline = 1e6 / statistics.median(rates["ref"])
+        print(
+            f"llama h{args.hidden} L{args.layers}, {args.tokens} tokens, {len(rates['ref'])} "
+            f"triples; stream_generate median {baseline:.0f} us/token\n"
+            f"  old runtime over stream_generate: {cost('old', 'ref')}; ratio {ratio('old'):.3f}x\n"
+            f"  new runtime over stream_generate: {cost('new', 'ref')}; ratio {ratio('new'):.3f}x\n"
+            f"  new minus old: {cost('new', 'old')}",
+            flush=True,
+        )
+
+    names = list(timers)
+    stop = time.monotonic() + args.seconds
+    triple = 0
+    while time.monotonic() < stop:
+        order = names[triple % 3 :] + names[: triple % 3]
+        if (triple // 3) % 2:
+            order.reverse()
+        measured = {name: timers[name]() for name in order}
+        for name in names:
+            rates[name].append(measured[name])
+        triple += 1
+        if triple % 9 == 0:
+            report()
+    report()
+    old.close()
+    new.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
