@@ -3,11 +3,10 @@
 mlx-lm's `LRUPromptCache` (a token trie with LRU eviction and a byte bound, the one
 mlx_lm.server uses; its search made linear, prompt_trie.py) is the RAM tier; this wraps
 it with the rule a batched insert needs (at least one prompt token left to feed) and hit
-counters for stats and metrics. The optional
-disk tier (`kv_disk.DiskBlocks`) gets every stored cache's blocks, each written once, in
-the background; a lookup takes whichever tier holds the longer prefix, RAM first. So what
-RAM evicts and what a shutdown or a crash loses is still on disk, for this process and the
-next.
+counters for stats and metrics. The optional disk tier (`kv_disk.DiskBlocks`) gets every
+stored cache's blocks, each written once, in the background; a lookup takes whichever
+tier holds the longer prefix, RAM first. So what RAM evicts and what a shutdown or a
+crash loses is still on disk, for this process and the next.
 """
 
 from __future__ import annotations
