@@ -15,9 +15,10 @@ Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
   pipe that another process drains, with telemetry as the runtime has it;
 - runtime process: `python -m mlx_serving` read by a client over a pipe.
 `--profile` adds a cProfile of the engine thread for the second row. `--no-step` times only
-the work around the model's step instead: the engine with its sink and writer, and
-`stream_generate`, each with the step replaced by one that returns a fixed token cycle at
-once (what per-token Python each adds; it costs most where the step is fastest, a GPU).
+the work around the model's step instead: the runtime process, the engine with its sink
+and writer, and `stream_generate`, each with the step replaced by one that returns a fixed
+token cycle at once (what per-token Python each adds; it costs most where the step is
+fastest, a GPU).
 The table's last line gives the runtime process against the baseline within each round,
 and their median.
 """
@@ -138,9 +139,9 @@ def _engine_rate(model_dir: Path, tokens: int, real_sink: bool, profile: bool, b
 class _RuntimeProcess:
     """`python -m mlx_serving` with the model loaded, driven over its pipes."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, command: list[str] | None = None) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "mlx_serving"],
+            [sys.executable, *(command or ["-m", "mlx_serving"])],
             # A YAML empty string: an empty variable would mean "unset" (the default folder).
             env={**os.environ, "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''"},
             stdin=subprocess.PIPE,
@@ -225,16 +226,14 @@ def _paired(model_dir: Path, tokens: int, bias: bool, seconds: float) -> None:
     )
 
 
-def _without_step(model_dir: Path, tokens: int, rounds: int) -> None:
-    """The engine + sink + writer row and `stream_generate`, the model's step replaced by
-    one that returns at once; median over `rounds` of us/token."""
+def _remove_model_step() -> None:
+    """Replace the model's step, the runtime's (SoloDecoder) and mlx-lm's (generate_step),
+    by one that returns the next of a fixed cycle of tokens at once."""
     import mlx.core as mx
-    import mlx_lm
 
     from mlx_serving.engine import solo_decoder
 
-    _, tokenizer = _loaded(model_dir)
-    cycle = tokenizer.encode(" the quick brown fox jumps over the lazy dog, and back")
+    cycle = [100 + (i * 7) % 50 for i in range(64)]
     logprobs = mx.zeros((8,))
 
     def step(self: Any) -> tuple[int, Any, Any]:
@@ -251,17 +250,32 @@ def _without_step(model_dir: Path, tokens: int, rounds: int) -> None:
         for n in range(max_tokens):
             yield cycle[(n + 1) % len(cycle)], logprobs
 
+    import mlx_lm  # noqa: F401  (mlx_lm.generate is then the module, not the function)
+
     solo_decoder.SoloDecoder.step = step  # type: ignore[method-assign]
     solo_decoder.SoloDecoder.__init__ = init  # type: ignore[method-assign]
     sys.modules["mlx_lm.generate"].generate_step = generate_step  # type: ignore[attr-defined]
-    model, _ = _loaded(model_dir)
-    engine, reference = [], []
+
+
+def _without_step(model_dir: Path, tokens: int, rounds: int) -> None:
+    """The work around the step alone: the runtime process, the engine + sink + writer row
+    and `stream_generate`, each with the step removed; median over `rounds` of us/token."""
+    import mlx_lm
+
+    runtime = _RuntimeProcess(model_dir, [__file__, "--serve-without-step"])
+    _remove_model_step()
+    model, tokenizer = _loaded(model_dir)
+    runtime.rate(tokens, False)
+    process, engine, reference = [], [], []
     for _ in range(rounds):
+        process.append(1e6 / runtime.rate(tokens, False))
         engine.append(1e6 / _engine_rate(model_dir, tokens, True, False, False))
         started = time.perf_counter()
         count = sum(1 for _ in mlx_lm.stream_generate(model, tokenizer, "hi", max_tokens=tokens))
         reference.append((time.perf_counter() - started) / count * 1e6)
+    runtime.close()
     print(f"model step removed, {tokens} tokens, median of {rounds} rounds, us/token:")
+    print(f"| runtime process, read over a pipe | {statistics.median(process):.1f} |")
     print(f"| engine + sink + writer | {statistics.median(engine):.1f} |")
     print(f"| mlx_lm.stream_generate | {statistics.median(reference):.1f} |")
 
@@ -367,6 +381,17 @@ def _loaded(model_dir: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (argv if argv is not None else sys.argv[1:]) == ["--serve-without-step"]:
+        # The runtime process of --no-step: `python -m mlx_serving`, its step removed.
+        import runpy
+
+        from mlx_serving.native_bridge.blas import preload_optimized_blas
+
+        preload_optimized_blas("auto")  # before mlx, as the runtime's own start does
+        _remove_model_step()
+        sys.argv = [sys.argv[0]]
+        runpy.run_module("mlx_serving", run_name="__main__")
+        return 0
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tokens", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; best kept")
