@@ -4,6 +4,7 @@ shows (bench_throughput's tiny model): each layer added in turn, in one run.
     python bench/profile_engine.py [--tokens 3000] [--rounds 3] [--bias] [--profile]
     python bench/profile_engine.py --hidden 2048 --layers 16 --tokens 500   # the 0.9B model
     python bench/profile_engine.py --tokens 1000 --paired 120    # runtime vs baseline, pairs
+    python bench/profile_engine.py --paired 60 --pair thread     # a thread vs the main thread
     python bench/profile_engine.py --tokens 4000 --no-step       # the Python around the step
 
 Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -200,27 +202,38 @@ def _process_rate(model_dir: Path, tokens: int, bias: bool) -> float:
     return rate
 
 
-def _paired(model_dir: Path, tokens: int, bias: bool, seconds: float) -> None:
-    """One runtime process kept running, timed against `stream_generate` in pairs (the
-    order alternating) for `seconds`: the host's speed drifts less within a pair, a few
-    seconds, than between the rounds of the table, and many pairs give a steady median."""
-    runtime = _RuntimeProcess(model_dir)
-    runtime.rate(tokens, bias)
-    _reference_rate(model_dir, tokens, bias)
+def _paired(model_dir: Path, tokens: int, bias: bool, seconds: float, pair: str) -> None:
+    """Two loops timed against each other in pairs (the order alternating) for `seconds`:
+    the host's speed drifts less within a pair, a few seconds, than between the rounds of
+    the table, and many pairs give a steady median. `pair`: "process", one runtime process
+    kept running against `stream_generate`; "thread", mlx-lm's `generate_step` on another
+    thread (where the runtime's engine runs) against the same on the main thread."""
+    if pair == "process":
+        runtime = _RuntimeProcess(model_dir)
+        names = ("runtime process", "stream_generate")
+        measured = partial(runtime.rate, tokens, bias)
+        baseline = partial(_reference_rate, model_dir, tokens, bias)
+    else:
+        names = ("generate_step on a thread", "on the main thread")
+        measured = partial(_step_rate, model_dir, tokens, bias, True)
+        baseline = partial(_step_rate, model_dir, tokens, bias, False)
+    measured()
+    baseline()
     costs: list[float] = []
     ratios: list[float] = []
     stop = time.monotonic() + seconds
     while time.monotonic() < stop:
         if len(costs) % 2:
-            served, reference = runtime.rate(tokens, bias), _reference_rate(model_dir, tokens, bias)
+            served, reference = measured(), baseline()
         else:
-            reference, served = _reference_rate(model_dir, tokens, bias), runtime.rate(tokens, bias)
+            reference, served = baseline(), measured()
         costs.append(1e6 / served - 1e6 / reference)
         ratios.append(served / reference)
-    runtime.close()
+    if pair == "process":
+        runtime.close()
     quartiles = statistics.quantiles(costs, n=4) if len(costs) > 1 else costs * 3
     print(
-        f"paired, {len(costs)} pairs of {tokens} tokens: runtime process over stream_generate "
+        f"paired, {len(costs)} pairs of {tokens} tokens: {names[0]} over {names[1]} "
         f"median {statistics.median(costs):+.0f} us/token (quartiles {quartiles[0]:+.0f}, "
         f"{quartiles[2]:+.0f}); ratio median {statistics.median(ratios):.3f}x"
     )
@@ -407,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="instead of the table: the runtime process against stream_generate in pairs",
     )
+    parser.add_argument(
+        "--pair",
+        choices=("process", "thread"),
+        default="process",
+        help="with --paired: the runtime process against stream_generate, or generate_step "
+        "on a thread against the main thread",
+    )
     parser.add_argument("--no-step", action="store_true", help="only the work around the step")
     args = parser.parse_args(argv)
 
@@ -421,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     n, bias = args.tokens, args.bias
     if args.paired is not None:
-        _paired(model_dir, n, bias, args.paired)
+        _paired(model_dir, n, bias, args.paired, args.pair)
         return 0
     if args.no_step:
         _without_step(model_dir, n, max(args.rounds, 5))
