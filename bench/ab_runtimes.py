@@ -15,70 +15,26 @@ A tree is chosen by PYTHONPATH: an editable install of the project shadows it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "runtime"))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+from profile_engine import _RuntimeProcess  # noqa: E402  (after the paths it needs)
 
 
-class _Runtime:
-    """`python -m mlx_serving` from one tree, the model loaded, driven over its pipes."""
-
-    def __init__(self, tree: str, model_dir: Path, tokens: int) -> None:
-        env = {
-            **os.environ,
-            # A YAML empty string: an empty variable would mean "unset" (the default folder).
-            "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''",
-            "PYTHONPATH": os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")]),
-        }
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "mlx_serving"],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        self._tokens = tokens
-        self._id = 0
-        self._send("load_model", {"model_id": "m", "local_path": str(model_dir)})
-        self._until(lambda frame: frame.get("id") == self._id)
-
-    def _send(self, method: str, params: dict[str, Any]) -> None:
-        assert self._process.stdin is not None
-        self._id += 1
-        frame = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": params}
-        self._process.stdin.write(json.dumps(frame).encode() + b"\n")
-        self._process.stdin.flush()
-
-    def _until(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            frame = json.loads(line)
-            if predicate(frame):
-                return frame  # type: ignore[no-any-return]
-        raise RuntimeError("the runtime exited")
-
-    def rate(self) -> float:
-        started = time.perf_counter()
-        params = {"model_id": "m", "prompt": "hello", "max_tokens": self._tokens}
-        self._send("generate", {**params, "temperature": 0})
-        stats = self._until(lambda frame: frame.get("method") == "stream.stats")
-        self._until(lambda frame: frame.get("method") == "stream.event")
-        return float(stats["params"]["tokens_generated"]) / (time.perf_counter() - started)
-
-    def close(self) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.close()
-        self._process.wait(30)
+def _runtime(tree: str, model_dir: Path) -> _RuntimeProcess:
+    """`python -m mlx_serving` from one tree (first on PYTHONPATH), the model loaded."""
+    path = os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")])
+    return _RuntimeProcess(model_dir, env={"PYTHONPATH": path})
 
 
 def main() -> int:
@@ -109,9 +65,12 @@ def main() -> int:
         stream = mlx_lm.stream_generate(model, tokenizer, "hello", max_tokens=args.tokens)
         return sum(1 for _ in stream) / (time.perf_counter() - started)
 
-    old = _Runtime(args.old, model_dir, args.tokens)
-    new = _Runtime(args.new, model_dir, args.tokens)
-    timers: dict[str, Callable[[], float]] = {"ref": reference, "old": old.rate, "new": new.rate}
+    old, new = _runtime(args.old, model_dir), _runtime(args.new, model_dir)
+    timers: dict[str, Callable[[], float]] = {
+        "ref": reference,
+        "old": partial(old.rate, args.tokens, False),
+        "new": partial(new.rate, args.tokens, False),
+    }
     for timer in timers.values():
         timer()  # the first stream pays for compiling the step
     rates: dict[str, list[float]] = {name: [] for name in timers}

@@ -141,11 +141,16 @@ def _engine_rate(model_dir: Path, tokens: int, real_sink: bool, profile: bool, b
 class _RuntimeProcess:
     """`python -m mlx_serving` with the model loaded, driven over its pipes."""
 
-    def __init__(self, model_dir: Path, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self._process = subprocess.Popen(
             [sys.executable, *(command or ["-m", "mlx_serving"])],
             # A YAML empty string: an empty variable would mean "unset" (the default folder).
-            env={**os.environ, "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''"},
+            env={**os.environ, "MLX_SERVING_SCHEDULER__PROMPT_CACHE_DIR": "''", **(env or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
