@@ -79,6 +79,10 @@ class PendingStreams:
                 self._verdicts[stream_id] = Verdict(failure=reason)
                 self._cond.notify()
 
+    def judged(self) -> bool:
+        """Whether any stream has a verdict (the caller holds the condition)."""
+        return bool(self._verdicts)
+
     def take_verdict(self, stream_id: str) -> Verdict | None:
         with self._cond:
             return self._verdicts.pop(stream_id, None)

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ..config import SchedulerConfig
 from ..protocol.notifications import FinishReason, StreamFailed
@@ -34,6 +34,16 @@ from .stream_output import ActiveStream, Notification, final_events
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class _Taken(NamedTuple):
+    admitted: list[StreamRequest]
+    stopping: bool
+    retired: list[LoadedModel]
+    verdicts: dict[str, Verdict]
+
+
+_NOTHING_TAKEN = _Taken([], False, [], {})  # never changed: _pass only reads an empty one
 
 
 class Scheduler:
@@ -195,8 +205,10 @@ class Scheduler:
                     if not self._cond.wait(self._lockstep.idle_wait_s):
                         break  # idle for idle_wait_s: a pass with nothing to admit
                 self._woken = False
+                # Under the lock the wait holds, unless work between steps runs first.
+                taken = None if self._between_steps.pending() else self._take()
             try:
-                if self._pass():
+                if self._pass(taken):
                     self._lockstep.stopped()
                     return
             except EngineAbandoned:
@@ -208,6 +220,7 @@ class Scheduler:
                 # forever. End what is live with the reason and go on serving.
                 log.exception("engine iteration failed")
                 self.end_everything(f"internal error: {type(exc).__name__}: {exc}")
+            taken = None  # a retired model in it must not stay resident while the thread waits
 
     def _has_work(self) -> bool:
         # A retired model wakes the thread too: its batch holds the weights until dropped.
@@ -220,21 +233,32 @@ class Scheduler:
             or self._between_steps.pending()
         )
 
-    def _pass(self) -> bool:
-        """Run the work between steps; end what has a verdict; drop retired batches; admit;
-        step every batch; emit. True once stopped. Verdicts and retired models are taken
-        after the work between steps (a distributed unload runs there)."""
-        self._between_steps.run()
-        with self._cond:
-            admitted, self._admitted = self._admitted, []
-            # Prepared on a pool, requests read together may start in either order.
-            admitted.sort(key=lambda request: request.arrival)
-            self._admitting.extend(admitted)
-            stopping = self._stopping
-            retired, self._retired = self._retired, []
-            verdicts = self.pending.take_verdicts(self._streams)
+    def _take(self) -> _Taken:
+        """What request threads left for this pass (the caller holds _cond). Most passes
+        of a decoding stream find nothing, and cost no more than this check."""
+        if not (self._admitted or self._retired or self._stopping or self.pending.judged()):
+            return _NOTHING_TAKEN
+        admitted, self._admitted = self._admitted, []
+        # Prepared on a pool, requests read together may start in either order.
+        admitted.sort(key=lambda request: request.arrival)
+        self._admitting.extend(admitted)
+        retired, self._retired = self._retired, []
+        verdicts = self.pending.take_verdicts(self._streams)
+        return _Taken(admitted, self._stopping, retired, verdicts)
+
+    def _pass(self, taken: _Taken | None) -> bool:
+        """Run the work between steps (`taken` is None then); end what has a verdict; drop
+        retired batches; admit; step every batch; emit. True once stopped. Verdicts and
+        retired models are taken after the work between steps (a distributed unload runs
+        there)."""
+        if taken is None:
+            self._between_steps.run()
+            with self._cond:
+                taken = self._take()
+        admitted, stopping, retired, verdicts = taken
         out = self._out = []
-        self._end_judged(verdicts, stopping, out)
+        if verdicts or stopping:
+            self._end_judged(verdicts, stopping, out)
         for model in retired:
             self._drop_lane(model)
         for _ in admitted:

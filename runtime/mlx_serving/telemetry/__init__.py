@@ -148,6 +148,7 @@ class Telemetry:
             "One batch step: a token for every decoding stream plus a prefill chunk; the gap "
             "a decoding stream sees between tokens.",
         )
+        self._step_seconds = self.step_duration.labels()  # observed every token
 
     @property
     def active(self) -> bool:
@@ -216,7 +217,7 @@ class Telemetry:
         self.engine_steps.inc()
         if prefill_tokens:
             self.prefill_tokens.inc(by=prefill_tokens)
-        self.step_duration.labels().observe(seconds)
+        self._step_seconds.observe(seconds)
 
     def model_loaded(self, event: ModelLoadedEvent) -> None:
         self._publish(event)

@@ -64,6 +64,7 @@ class StreamObserver:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._metrics = metrics
+        self._inter_token_latency = metrics.inter_token_latency.labels()
         self._events = events
         self._clock = clock
         self._live: dict[str, _Live] = {}
@@ -85,6 +86,18 @@ class StreamObserver:
     def observe(self, notifications: list[Notification]) -> list[Notification]:
         """Record one emitted batch; returns the events to send after it."""
         now = self._clock()
+        if len(notifications) == 1:
+            method, params = notifications[0]
+            if method == "stream.chunk" and isinstance(params, StreamChunk):
+                # Most batches: one stream's token. It is observed on every token, so the
+                # general path's bookkeeping would be a large part of a token's work.
+                with self._lock:
+                    live = self._live_stream(params.stream_id)
+                    gap = None if live.last_chunk_at is None else now - live.last_chunk_at
+                    live.last_chunk_at = now
+                if gap is not None:
+                    self._inter_token_latency.observe(gap)
+                return []
         gaps: list[float] = []
         events: list[Notification] = []
         # Chunks per stream in this batch: tokens that arrive together share the gap since
@@ -108,21 +121,26 @@ class StreamObserver:
                         events.append(("runtime.event", event))
             self._flush_chunks(per_stream, now, gaps)
         if gaps:
-            self._metrics.inter_token_latency.labels().observe_many(gaps)
+            self._inter_token_latency.observe_many(gaps)
         return events if self._events else []
 
     def _flush_chunks(self, per_stream: dict[str, int], now: float, gaps: list[float]) -> None:
         for stream_id, count in per_stream.items():
-            live = self._live.get(stream_id)
-            if live is None:  # not started through telemetry (a test's own scheduler)
-                live = self._live[stream_id] = _Live(model_id="")
-            self._waiting.discard(stream_id)
+            live = self._live_stream(stream_id)
             if live.last_chunk_at is None:
                 gaps.extend([0.0] * (count - 1))
             else:
                 gaps.extend([(now - live.last_chunk_at) / count] * count)
             live.last_chunk_at = now
         per_stream.clear()
+
+    def _live_stream(self, stream_id: str) -> _Live:
+        """The stream a chunk was sent for, no longer waiting (under _lock)."""
+        live = self._live.get(stream_id)
+        if live is None:  # not started through telemetry (a test's own scheduler)
+            live = self._live[stream_id] = _Live(model_id="")
+        self._waiting.discard(stream_id)
+        return live
 
     def _on_stats(self, stats: StreamStats) -> None:
         m = self._metrics
