@@ -3,7 +3,7 @@
 The streams of a model share one continuous batch (`BatchLane`): each step decodes a token
 for all of them and prefills one chunk of any waiting prompt. Streams with a draft model
 run alone (`SpeculativeLane`) between batch steps (lanes.py). Request threads only queue
-work and leave verdicts (pending_streams.py); all MLX work happens here. The notifications
+work (intake.py) and leave verdicts (pending_streams.py); all MLX work happens here. The notifications
 of one step go to the sink together, so the writer flushes them as one batch. A distributed
 runtime keeps its other ranks in step through the `Lockstep` it injects (lockstep.py).
 """
@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from ..config import SchedulerConfig
 from ..protocol.notifications import FinishReason, StreamFailed
 from .batch_lane import LaneToken
 from .between_steps import BetweenSteps, EngineAbandoned, EngineStopped
 from .detokenize import TextAssembler
+from .intake import Intake, Taken
 from .lanes import Lanes, ModelLane
 from .loader import LoadedModel
 from .lockstep import Lockstep, SingleProcess
@@ -34,16 +34,6 @@ from .stream_output import ActiveStream, Notification, final_events
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class _Taken(NamedTuple):
-    admitted: list[StreamRequest]
-    stopping: bool
-    retired: list[LoadedModel]
-    verdicts: dict[str, Verdict]
-
-
-_NOTHING_TAKEN = _Taken([], False, [], {})  # never changed: _pass only reads an empty one
 
 
 class Scheduler:
@@ -59,21 +49,15 @@ class Scheduler:
         self._cond = threading.Condition()
         # Engine thread's; it writes them under _cond, other threads read them under it.
         self._streams: dict[str, ActiveStream] = {}
-        # Taken for admission but not admitted yet: unload must still see them.
-        self._admitting: deque[StreamRequest] = deque()
         # Engine thread only (Lanes locks what runtime/metrics reads of it). While the
         # engine thread is stuck in a collective, end_everything takes these over.
         self._lanes = Lanes(self._lockstep, batch or SchedulerConfig())
         self._out: list[Notification] = []  # the pass's notifications not sent yet
-        # Written by any thread under _cond; the engine thread takes them under it.
-        self._admitted: list[StreamRequest] = []
-        self._retired: list[LoadedModel] = []  # models whose batch is still to drop
-        self._stopping = False
-        self._woken = False
-        self._ended: Verdict | None = None  # set when the engine thread serves no more
         # Stream ids and verdicts, shared with the vision lane (under _cond).
         self.pending = PendingStreams(self._cond, max_active_streams)
         self._between_steps = BetweenSteps(self._cond)
+        # Written by any thread under _cond; the engine thread takes it under _cond.
+        self._intake = Intake(self.pending, self._between_steps)
         self._outbox = StreamOutbox(sink)
         # Told the duration and prefill tokens of each batch step (the runtime's metrics).
         # Set once while the runtime is built, before any stream; read by the engine thread.
@@ -96,10 +80,10 @@ class Scheduler:
 
     def start(self, request: StreamRequest) -> None:
         with self._cond:
-            ended = self._ended
+            ended = self._intake.ended
             if ended is None:
                 self._outbox.track(request)
-                self._admitted.append(request)
+                self._intake.admitted.append(request)
                 self._cond.notify()
                 return
         # The engine thread is gone: the stream ends here, still with its final event.
@@ -114,8 +98,9 @@ class Scheduler:
     def run_between_steps(self, work: Callable[[], T], timeout: float | None = None) -> T:
         """Run `work` on the engine thread between two batch steps (between_steps.py)."""
         with self._cond:
-            if self._stopping or self._ended is not None:
-                failure = self._ended.failure if self._ended is not None else None
+            ended = self._intake.ended
+            if self._intake.stopping or ended is not None:
+                failure = ended.failure if ended is not None else None
                 raise EngineStopped(failure or "the runtime is shutting down")
             done = self._between_steps.post(work)
         return done.result(timeout)
@@ -126,16 +111,16 @@ class Scheduler:
         (`LoadedModel.retirement`)."""
         with self._cond:
             running = [stream.request for stream in self._streams.values()]
-            for request in running + self._admitted + list(self._admitting):
+            for request in running + self._intake.unstarted():
                 if request.runs_on(model):
                     self.pending.fail(request.stream_id, reason)
-            self._retired.append(model)
+            self._intake.retired.append(model)
             self._cond.notify()
 
     def wake(self) -> None:
         """Run a pass now even with nothing to do (the lockstep's group failed)."""
         with self._cond:
-            self._woken = True
+            self._intake.woken = True
             self._cond.notify()
 
     @property
@@ -151,7 +136,7 @@ class Scheduler:
         The thread notices between steps; a step can outlast `timeout` (a long prompt's
         prefill chunk on a slow machine), and then the streams end from here instead."""
         with self._cond:
-            self._stopping = True
+            self._intake.stopping = True
             self._cond.notify()
         if self._thread.ident is not None:
             self._thread.join(timeout)
@@ -171,12 +156,12 @@ class Scheduler:
         On the engine thread, or from another thread while the engine thread is stuck in
         a collective and touches nothing until told (lockstep.py)."""
         with self._cond:
-            unstarted = list(self._admitting)  # never in _streams (_admit)
-            self._admitting.clear()
+            unstarted = list(self._intake.admitting)  # never in _streams (_admit)
+            self._intake.admitting.clear()
             if for_good:
-                self._ended = Verdict(failure=reason)
-                unstarted += self._admitted
-                self._admitted = []
+                self._intake.ended = Verdict(failure=reason)
+                unstarted += self._intake.admitted
+                self._intake.admitted = []
                 self._between_steps.fail_all(EngineStopped(reason))
             streams, self._streams = self._streams, {}
         self._lanes.clear()
@@ -199,14 +184,15 @@ class Scheduler:
     # -- the engine thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        intake = self._intake
         while True:
             with self._cond:
-                while not self._has_work():
+                while not intake.has_work(self._streams):
                     if not self._cond.wait(self._lockstep.idle_wait_s):
                         break  # idle for idle_wait_s: a pass with nothing to admit
-                self._woken = False
+                intake.woken = False
                 # Under the lock the wait holds, unless work between steps runs first.
-                taken = None if self._between_steps.pending() else self._take()
+                taken = None if self._between_steps.pending() else intake.take(self._streams)
             try:
                 if self._pass(taken):
                     self._lockstep.stopped()
@@ -222,31 +208,7 @@ class Scheduler:
                 self.end_everything(f"internal error: {type(exc).__name__}: {exc}")
             taken = None  # a retired model in it must not stay resident while the thread waits
 
-    def _has_work(self) -> bool:
-        # A retired model wakes the thread too: its batch holds the weights until dropped.
-        return bool(
-            self._admitted
-            or self._streams
-            or self._stopping
-            or self._retired
-            or self._woken
-            or self._between_steps.pending()
-        )
-
-    def _take(self) -> _Taken:
-        """What request threads left for this pass (the caller holds _cond). Most passes
-        of a decoding stream find nothing, and cost no more than this check."""
-        if not (self._admitted or self._retired or self._stopping or self.pending.judged()):
-            return _NOTHING_TAKEN
-        admitted, self._admitted = self._admitted, []
-        # Prepared on a pool, requests read together may start in either order.
-        admitted.sort(key=lambda request: request.arrival)
-        self._admitting.extend(admitted)
-        retired, self._retired = self._retired, []
-        verdicts = self.pending.take_verdicts(self._streams)
-        return _Taken(admitted, self._stopping, retired, verdicts)
-
-    def _pass(self, taken: _Taken | None) -> bool:
+    def _pass(self, taken: Taken | None) -> bool:
         """Run the work between steps (`taken` is None then); end what has a verdict; drop
         retired batches; admit; step every batch; emit. True once stopped. Verdicts and
         retired models are taken after the work between steps (a distributed unload runs
@@ -254,7 +216,7 @@ class Scheduler:
         if taken is None:
             self._between_steps.run()
             with self._cond:
-                taken = self._take()
+                taken = self._intake.take(self._streams)
         admitted, stopping, retired, verdicts = taken
         out = self._out = []
         if verdicts or stopping:
@@ -270,9 +232,9 @@ class Scheduler:
             out.clear()
         if stopping and not self._streams:
             with self._cond:
-                if self._admitted or self._between_steps.pending():
+                if self._intake.admitted or self._between_steps.pending():
                     return False
-                self._ended = Verdict()  # later streams end cancelled, at once
+                self._intake.ended = Verdict()  # later streams end cancelled, at once
             for model in self._lanes.models():
                 self._drop_lane(model)
             return True
@@ -280,13 +242,13 @@ class Scheduler:
 
     def _admit(self, stopping: bool, out: list[Notification]) -> None:
         """Admit the oldest stream taken for admission."""
-        request = self._admitting[0]
+        request = self._intake.admitting[0]
         stream = ActiveStream(
             request=request,
             assembler=TextAssembler(request.model.tokenizer.detokenizer, request.stop_sequences),
         )
         with self._cond:
-            self._admitting.popleft()
+            self._intake.admitting.popleft()
             verdict = self.pending.take_verdict(request.stream_id)
             failure = (verdict.failure if verdict is not None else None) or request.retired()
             runs = failure is None and verdict is None and not stopping
@@ -305,7 +267,7 @@ class Scheduler:
     def _drop_lane(self, model: LoadedModel) -> None:
         if not self._lanes.close(model):  # its streams end first, then it goes
             with self._cond:
-                self._retired.append(model)
+                self._intake.retired.append(model)
 
     def _end_judged(
         self, verdicts: dict[str, Verdict], stopping: bool, out: list[Notification]
@@ -347,7 +309,7 @@ class Scheduler:
 
     def _nothing_queued(self) -> bool:
         with self._cond:
-            return not self._admitted and not self._between_steps.pending()
+            return not self._intake.admitted and not self._between_steps.pending()
 
     def _run_lane(
         self, entry: ModelLane, out: list[Notification], work: Callable[[], list[LaneToken]]
