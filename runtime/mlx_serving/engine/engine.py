@@ -62,7 +62,11 @@ class Engine:
         self.models = ModelRegistry()
         self.guidance = GuidanceCompiler()
         self.scheduler = Scheduler(
-            sink, settings.limits.max_active_streams, settings.scheduler, lockstep
+            sink,
+            settings.limits.max_active_streams,
+            settings.scheduler,
+            lockstep,
+            emit_on_thread=True,
         )
         self.vision = VisionEngine(settings, sink, self.models, self.scheduler)
         self.models.on_retire(self._model_retired)

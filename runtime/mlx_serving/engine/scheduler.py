@@ -3,9 +3,10 @@
 The streams of a model share one continuous batch (`BatchLane`): each step decodes a token
 for all of them and prefills one chunk of any waiting prompt. Streams with a draft model
 run alone (`SpeculativeLane`) between batch steps (lanes.py). Request threads only queue
-work (intake.py) and leave verdicts (pending_streams.py); all MLX work happens here. The notifications
-of one step go to the sink together, so the writer flushes them as one batch. A distributed
-runtime keeps its other ranks in step through the `Lockstep` it injects (lockstep.py).
+work (intake.py) and leave verdicts (pending_streams.py); all MLX work happens here. The
+notifications of one step go to the sink together (on a thread of their own in the
+runtime: emit_thread.py), so the writer flushes them as one batch. A distributed runtime
+keeps its other ranks in step through the `Lockstep` it injects (lockstep.py).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ class Scheduler:
         max_active_streams: int,
         batch: SchedulerConfig | None = None,
         lockstep: Lockstep | None = None,
+        emit_on_thread: bool = False,
     ) -> None:
+        """`emit_on_thread`: the sink is called on a thread of its own (emit_thread.py),
+        as the runtime wants it; tests see each pass's notifications as it ends."""
         self._lockstep: Lockstep = lockstep or SingleProcess()
         # Guards what other threads share with the engine thread, and wakes it.
         self._cond = threading.Condition()
@@ -58,7 +62,7 @@ class Scheduler:
         self._between_steps = BetweenSteps(self._cond)
         # Written by any thread under _cond; the engine thread takes it under _cond.
         self._intake = Intake(self.pending, self._between_steps)
-        self._outbox = StreamOutbox(sink)
+        self._outbox = StreamOutbox(sink, on_thread=emit_on_thread)
         # Told the duration and prefill tokens of each batch step (the runtime's metrics).
         # Set once while the runtime is built, before any stream; read by the engine thread.
         self.on_step: Callable[[float, int], None] | None = None
@@ -146,6 +150,7 @@ class Scheduler:
                 # Counted by the engine thread without the lock: one token behind at worst.
                 generated = {sid: stream.generated for sid, stream in self._streams.items()}
             self._outbox.end_unfinished(generated)
+        self._outbox.close(timeout)
         self._lockstep.close()
 
     def end_everything(self, reason: str, *, for_good: bool = False) -> None:

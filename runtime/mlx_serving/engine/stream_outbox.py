@@ -13,13 +13,17 @@ import threading
 from collections.abc import Mapping
 
 from ..protocol.notifications import StreamCompleted, StreamFailed
+from .emit_thread import EmitThread
 from .stream import StreamRequest, StreamSink
 from .stream_output import Notification, final_events
 
 
 class StreamOutbox:
-    def __init__(self, sink: StreamSink) -> None:
-        self._sink = sink
+    def __init__(self, sink: StreamSink, on_thread: bool = False) -> None:
+        """`on_thread`: hand the batches to the sink on a thread of their own
+        (emit_thread.py), in the same order."""
+        self._thread = EmitThread(sink) if on_thread else None
+        self._send = self._thread.post if self._thread is not None else sink.emit
         # Orders emits against end_unfinished; `_closed` is written under it.
         self._emit_lock = threading.Lock()
         self._closed = False
@@ -37,7 +41,7 @@ class StreamOutbox:
         with self._emit_lock:
             if self._closed:
                 return
-            self._sink.emit(out)
+            self._send(out)
             ended = [p.stream_id for _, p in out if isinstance(p, StreamCompleted | StreamFailed)]
             if ended:
                 with self._book_lock:
@@ -55,4 +59,9 @@ class StreamOutbox:
             for request in requests:
                 count = generated.get(request.stream_id, 0)
                 final_events(request, out, reason="cancelled", generated=count)
-            self._sink.emit(out)
+            self._send(out)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Let what was emitted reach the sink (for at most `timeout` seconds)."""
+        if self._thread is not None:
+            self._thread.close(timeout)
