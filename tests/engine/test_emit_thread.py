@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from mlx_serving.engine.emit_thread import EmitThread
-from mlx_serving.protocol.notifications import StreamChunk
+from mlx_serving.engine.stream import StreamRequest
+from mlx_serving.engine.stream_outbox import StreamOutbox
+from mlx_serving.engine.stream_output import TextWork
+from mlx_serving.protocol.notifications import StreamChunk, StreamCompleted
 
 
 def _chunk(n: int) -> tuple[str, Any]:
@@ -99,3 +103,21 @@ def test_a_sink_failure_is_raised_to_the_next_poster_once() -> None:
     emitter.post([_chunk(2)])
     emitter.close(timeout=5)
     assert sink.seen == [1, 2]
+
+
+def test_a_final_event_made_later_settles_the_stream_for_the_outbox() -> None:
+    """At shutdown the outbox ends the streams still owing a final event; one whose final
+    event is queued as text work owes nothing, and gets no second one."""
+    seen: list[tuple[str, Any]] = []
+
+    class ListSink:
+        def emit(self, notifications: list[tuple[str, Any]]) -> None:
+            seen.extend(notifications)
+
+    outbox = StreamOutbox(ListSink(), on_thread=True)
+    outbox.track(cast(StreamRequest, SimpleNamespace(stream_id="s")))
+    final = ("stream.event", StreamCompleted(stream_id="s", finish_reason="length"))
+    outbox.emit([TextWork(lambda out: out.append(final), ends="s")])
+    outbox.end_unfinished({})
+    outbox.close(timeout=5)
+    assert seen == [final]

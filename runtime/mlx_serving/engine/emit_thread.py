@@ -15,7 +15,7 @@ import threading
 from queue import SimpleQueue
 
 from .stream import StreamSink
-from .stream_output import Notification
+from .stream_output import Outgoing, made
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class EmitThread:
     def __init__(self, sink: StreamSink, max_batches: int = 256) -> None:
         self._sink = sink
         self._max_batches = max_batches
-        self._queue: SimpleQueue[list[Notification] | None] = SimpleQueue()
+        self._queue: SimpleQueue[list[Outgoing] | None] = SimpleQueue()
         # Posted is written by posters (one at a time: the caller serializes them), emitted
         # by this thread; their difference is what waits.
         self._posted = 0
@@ -37,7 +37,7 @@ class EmitThread:
         self._thread = threading.Thread(target=self._run, name="stream-emit", daemon=True)
         self._thread.start()
 
-    def post(self, notifications: list[Notification]) -> None:
+    def post(self, notifications: list[Outgoing]) -> None:
         """Queue a batch (copied: the caller reuses its list). One caller at a time.
         Raises what the sink raised on an earlier batch, once, after queueing this one."""
         self._posted += 1
@@ -60,24 +60,31 @@ class EmitThread:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
-            batch = self._queue.get()
-            if batch is None:
-                return
-            taken = 1
-            # Batches that queued up meanwhile go out as one (one write), still in order.
-            while not self._queue.empty():
-                more = self._queue.get()
-                if more is None:
-                    self._emit(batch, taken)
-                    return
-                batch.extend(more)
-                taken += 1
-            self._emit(batch, taken)
+        while self._emit_queued():
+            pass
 
-    def _emit(self, batch: list[Notification], taken: int) -> None:
+    def _emit_queued(self) -> bool:
+        """Wait for a batch and emit it with those queued behind it; False once closed.
+        (Its own frame: nothing emitted stays referenced while the thread waits, so a
+        model whose last stream ended here can go.)"""
+        batch = self._queue.get()
+        if batch is None:
+            return False
+        taken = 1
+        # Batches that queued up meanwhile go out as one (one write), still in order.
+        while not self._queue.empty():
+            more = self._queue.get()
+            if more is None:
+                self._emit(batch, taken)
+                return False
+            batch.extend(more)
+            taken += 1
+        self._emit(batch, taken)
+        return True
+
+    def _emit(self, batch: list[Outgoing], taken: int) -> None:
         try:
-            self._sink.emit(batch)
+            self._sink.emit(made(batch))
         except Exception as exc:
             log.exception("could not emit %d notifications", len(batch))
             self._failure = exc

@@ -30,7 +30,7 @@ from .lockstep import Lockstep, SingleProcess
 from .pending_streams import PendingStreams, Verdict
 from .stream import StreamRequest, StreamSink
 from .stream_outbox import StreamOutbox
-from .stream_output import ActiveStream, Notification, final_events
+from .stream_output import ActiveStream, Outgoing, final_events
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Scheduler:
         # Engine thread only (Lanes locks what runtime/metrics reads of it). While the
         # engine thread is stuck in a collective, end_everything takes these over.
         self._lanes = Lanes(self._lockstep, batch or SchedulerConfig())
-        self._out: list[Notification] = []  # the pass's notifications not sent yet
+        self._out: list[Outgoing] = []  # the pass's notifications not sent yet
         # Stream ids and verdicts, shared with the vision lane (under _cond).
         self.pending = PendingStreams(self._cond, max_active_streams)
         self._between_steps = BetweenSteps(self._cond)
@@ -91,7 +91,7 @@ class Scheduler:
                 self._cond.notify()
                 return
         # The engine thread is gone: the stream ends here, still with its final event.
-        out: list[Notification] = []
+        out: list[Outgoing] = []
         final_events(request, out, reason="cancelled", failure=ended.failure)
         self.release(request.stream_id)
         self._outbox.emit(out)
@@ -245,7 +245,7 @@ class Scheduler:
             return True
         return False
 
-    def _admit(self, stopping: bool, out: list[Notification]) -> None:
+    def _admit(self, stopping: bool, out: list[Outgoing]) -> None:
         """Admit the oldest stream taken for admission."""
         request = self._intake.admitting[0]
         stream = ActiveStream(
@@ -275,7 +275,7 @@ class Scheduler:
                 self._intake.retired.append(model)
 
     def _end_judged(
-        self, verdicts: dict[str, Verdict], stopping: bool, out: list[Notification]
+        self, verdicts: dict[str, Verdict], stopping: bool, out: list[Outgoing]
     ) -> None:
         if stopping:
             for stream_id in self._streams:
@@ -285,7 +285,7 @@ class Scheduler:
             if stream is not None:  # else it ended meanwhile
                 self._end(stream, out, reason="cancelled", failure=verdict.failure)
 
-    def _step_batches(self, out: list[Notification]) -> None:
+    def _step_batches(self, out: list[Outgoing]) -> None:
         """Decode every batch, send those tokens, then prefill: a stream's token never
         waits for a chunk of somebody else's prompt."""
         entries = self._lanes.busy()
@@ -317,7 +317,7 @@ class Scheduler:
             return not self._intake.admitted and not self._between_steps.pending()
 
     def _run_lane(
-        self, entry: ModelLane, out: list[Notification], work: Callable[[], list[LaneToken]]
+        self, entry: ModelLane, out: list[Outgoing], work: Callable[[], list[LaneToken]]
     ) -> None:
         try:
             tokens = work()
@@ -328,7 +328,7 @@ class Scheduler:
         for token in tokens:
             self._on_token(self._streams[token.stream_id], token, out)
 
-    def _step_speculative(self, out: list[Notification]) -> None:
+    def _step_speculative(self, out: list[Outgoing]) -> None:
         for stream_id, lane in self._lanes.speculative():
             stream = self._streams[stream_id]
             try:
@@ -343,7 +343,7 @@ class Scheduler:
             else:
                 self._on_token(stream, token, out)
 
-    def _on_token(self, stream: ActiveStream, token: LaneToken, out: list[Notification]) -> None:
+    def _on_token(self, stream: ActiveStream, token: LaneToken, out: list[Outgoing]) -> None:
         stream.count_token()
         if token.done == "stop":  # a stop or EOS token: it ends the text, it is not text
             self._end(stream, out, reason="stop")
@@ -357,7 +357,7 @@ class Scheduler:
     def _end(
         self,
         stream: ActiveStream,
-        out: list[Notification],
+        out: list[Outgoing],
         *,
         reason: FinishReason | None = None,
         failure: str | None = None,
@@ -376,7 +376,7 @@ class Scheduler:
         self.release(stream_id)
 
     def _fail_lane(
-        self, model: LoadedModel, reason: str, out: list[Notification], leaving: str | None = None
+        self, model: LoadedModel, reason: str, out: list[Outgoing], leaving: str | None = None
     ) -> None:
         """A failed batch is in an unknown state: end its streams with the reason and let
         the model's next request start a fresh batch (unless the lockstep raises)."""

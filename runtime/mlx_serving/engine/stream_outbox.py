@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from ..protocol.notifications import StreamCompleted, StreamFailed
 from .emit_thread import EmitThread
 from .stream import StreamRequest, StreamSink
-from .stream_output import Notification, final_events
+from .stream_output import Outgoing, TextWork, final_events, made
 
 
 class StreamOutbox:
@@ -23,7 +23,7 @@ class StreamOutbox:
         """`on_thread`: hand the batches to the sink on a thread of their own
         (emit_thread.py), in the same order."""
         self._thread = EmitThread(sink) if on_thread else None
-        self._send = self._thread.post if self._thread is not None else sink.emit
+        self._sink = sink
         # Orders emits against end_unfinished; `_closed` is written under it.
         self._emit_lock = threading.Lock()
         self._closed = False
@@ -37,12 +37,12 @@ class StreamOutbox:
         with self._book_lock:
             self._unfinished[request.stream_id] = request
 
-    def emit(self, out: list[Notification]) -> None:
+    def emit(self, out: list[Outgoing]) -> None:
         with self._emit_lock:
             if self._closed:
                 return
             self._send(out)
-            ended = [p.stream_id for _, p in out if isinstance(p, StreamCompleted | StreamFailed)]
+            ended = [stream_id for stream_id in map(_ends, out) if stream_id is not None]
             if ended:
                 with self._book_lock:
                     for stream_id in ended:
@@ -55,13 +55,27 @@ class StreamOutbox:
             self._closed = True
             with self._book_lock:
                 requests, self._unfinished = list(self._unfinished.values()), {}
-            out: list[Notification] = []
+            out: list[Outgoing] = []
             for request in requests:
                 count = generated.get(request.stream_id, 0)
                 final_events(request, out, reason="cancelled", generated=count)
             self._send(out)
 
+    def _send(self, out: list[Outgoing]) -> None:
+        if self._thread is not None:
+            self._thread.post(out)
+        else:
+            self._sink.emit(made(out))
+
     def close(self, timeout: float = 2.0) -> None:
         """Let what was emitted reach the sink (for at most `timeout` seconds)."""
         if self._thread is not None:
             self._thread.close(timeout)
+
+
+def _ends(item: Outgoing) -> str | None:
+    """The stream whose final event `item` is or makes."""
+    if type(item) is TextWork:
+        return item.ends
+    params = item[1]
+    return params.stream_id if isinstance(params, StreamCompleted | StreamFailed) else None

@@ -1,13 +1,21 @@
 """The state of one running stream and the notifications it produces: chunks as tokens
 are released (and tool calls as they complete), then exactly one `stream.stats` and one
-final `stream.event`."""
+final `stream.event`.
+
+Where nothing on the engine thread reads a stream's text (no stop sequence to find, no
+grammar to check), its text is made later, where the notifications are sent: the stream
+hands out `TextWork` in their place, in order (`made` does it; emit_thread.py, off the
+engine thread). The detokenizer is then no part of the time between two model steps.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from functools import partial
+from typing import NamedTuple, cast
 
 import mlx.core as mx
 import msgspec
@@ -28,6 +36,28 @@ from .stream import StreamRequest
 Notification = tuple[str, msgspec.Struct]
 
 
+class TextWork(NamedTuple):
+    """Appends the notifications of a stream's text to `out` when run. `ends`: the id of
+    the stream whose final event it makes."""
+
+    run: Callable[[list[Outgoing]], None]
+    ends: str | None = None
+
+
+Outgoing = Notification | TextWork
+
+
+def made(batch: list[Outgoing]) -> list[Notification]:
+    """The notifications of a batch, its text work done in order."""
+    out: list[Outgoing] = []
+    for item in batch:
+        if type(item) is TextWork:
+            item.run(out)  # appends notifications only: a stream makes its text once
+        else:
+            out.append(item)
+    return cast(list[Notification], out)
+
+
 @dataclass
 class ActiveStream:
     request: StreamRequest
@@ -45,23 +75,33 @@ class ActiveStream:
     # Splits text, reasoning and tool calls where the request asked for that.
     response: ResponseSplitter | None = field(init=False)
     last_token_id: int = 0
+    # Its text made later (TextWork), off the engine thread: see the module's docstring.
+    text_later: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        output = self.request.chat_output
+        request = self.request
+        output = request.chat_output
         self.response = output.splitter() if output is not None else None
+        self.text_later = not request.stop_sequences and request.guidance is None
 
     @property
     def stream_id(self) -> str:
         return self.request.stream_id
 
-    def add_token(self, token_id: int, logprobs: mx.array, out: list[Notification]) -> None:
+    def add_token(self, token_id: int, logprobs: mx.array, out: list[Outgoing]) -> None:
         """A generated token that belongs to the text (not a stop token)."""
         request = self.request
         pending = PendingToken(token_id=token_id, text="")
-        if request.logprobs:
+        if request.logprobs:  # MLX work: here, on the engine thread
             pending.logprob = cast(float, logprobs[token_id].item())
             if request.top_logprobs:
                 pending.top_logprobs = _top_logprobs(logprobs, request.top_logprobs)
+        if self.text_later:
+            out.append(TextWork(partial(self._add_text, pending)))
+        else:
+            self._add_text(pending, out)
+
+    def _add_text(self, pending: PendingToken, out: list[Outgoing]) -> None:
         self._emit(self.assembler.add(pending), out)
 
     def count_token(self) -> None:
@@ -71,10 +111,26 @@ class ActiveStream:
 
     def finish(
         self,
-        out: list[Notification],
+        out: list[Outgoing],
         *,
         reason: FinishReason | None = None,
         failure: str | None = None,
+    ) -> None:
+        """The stream's stats and final event (after its held-back text)."""
+        now = time.perf_counter()
+        if self.text_later:
+            work = partial(self._finish, reason=reason, failure=failure, now=now)
+            out.append(TextWork(work, ends=self.stream_id))
+        else:
+            self._finish(out, reason=reason, failure=failure, now=now)
+
+    def _finish(
+        self,
+        out: list[Outgoing],
+        *,
+        reason: FinishReason | None,
+        failure: str | None,
+        now: float,
     ) -> None:
         request = self.request
         if failure is None and request.guidance is not None:
@@ -95,7 +151,6 @@ class ActiveStream:
         guidance_valid = None
         if request.guidance is not None and failure is None:
             guidance_valid = request.guidance.validate("".join(self.text))
-        now = time.perf_counter()
         first = self.first_token_at
         decode_time = now - first if first is not None else 0.0
         stats = StreamStats(
@@ -120,7 +175,7 @@ class ActiveStream:
             event = StreamCompleted(stream_id=request.stream_id, finish_reason=reason or "stop")
         out.append(("stream.event", event))
 
-    def _emit(self, released: list[PendingToken], out: list[Notification]) -> None:
+    def _emit(self, released: list[PendingToken], out: list[Outgoing]) -> None:
         for token in released:
             self.text.append(token.text)
             self.last_token_id = token.token_id
@@ -133,7 +188,7 @@ class ActiveStream:
         self,
         token: PendingToken,
         parts: list[ResponseText | ResponseCall],
-        out: list[Notification],
+        out: list[Outgoing],
     ) -> None:
         """What one token's text released once split: a token whose text is markup, a
         call's body or held back sends no chunk; one whose text spans reasoning and answer
@@ -186,7 +241,7 @@ def _top_logprobs(logprobs: mx.array, k: int) -> list[tuple[int, float]]:
 
 def final_events(
     request: StreamRequest,
-    out: list[Notification],
+    out: list[Outgoing],
     *,
     reason: FinishReason | None = None,
     failure: str | None = None,

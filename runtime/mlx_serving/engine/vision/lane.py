@@ -29,7 +29,7 @@ from ..detokenize import TextAssembler
 from ..loader import LoadedModel
 from ..pending_streams import PendingStreams, Verdict
 from ..stream import StreamRequest, StreamSink
-from ..stream_output import ActiveStream, Notification
+from ..stream_output import ActiveStream, Outgoing, made
 from .inputs import VisionInputs
 from .loader import LoadedVisionModel
 
@@ -110,7 +110,7 @@ class VisionLane:
                 dropped = self._drop_waiting(verdicts, stopping)
                 dropped += self._admit()
                 running = list(self._running.items())
-            out: list[Notification] = []
+            out: list[Outgoing] = []
             for waiting, failure in dropped:  # ended before they cost any compute
                 stream = self._active_stream(waiting.request)
                 stream.finish(out, reason="cancelled", failure=failure)
@@ -123,7 +123,7 @@ class VisionLane:
                 else:
                     self._step(model_id, entry, out)
             if out:
-                self._sink.emit(out)
+                self._sink.emit(made(out))
             if stopping:
                 with self._cond:
                     if not self._running and not self._has_waiting():
@@ -178,7 +178,7 @@ class VisionLane:
         detokenizer = request.model.tokenizer.detokenizer
         return ActiveStream(request, TextAssembler(detokenizer, request.stop_sequences))
 
-    def _step(self, model_id: str, entry: _Running, out: list[Notification]) -> None:
+    def _step(self, model_id: str, entry: _Running, out: list[Outgoing]) -> None:
         try:
             outcome = self._advance(entry.stream, next(entry.results, None), out)
         except Exception as exc:
@@ -189,7 +189,7 @@ class VisionLane:
             self._end(model_id, out, reason=outcome)
 
     @staticmethod
-    def _advance(stream: ActiveStream, result: Any, out: list[Notification]) -> FinishReason | None:
+    def _advance(stream: ActiveStream, result: Any, out: list[Outgoing]) -> FinishReason | None:
         """Handle one mlx-vlm result; the finish reason when the stream ends with it."""
         if result is None:
             return "length"
@@ -210,7 +210,7 @@ class VisionLane:
     def _end(
         self,
         model_id: str,
-        out: list[Notification],
+        out: list[Outgoing],
         *,
         reason: FinishReason | None = None,
         failure: str | None = None,
