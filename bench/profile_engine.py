@@ -6,6 +6,7 @@ shows (bench_throughput's tiny model): each layer added in turn, in one run.
     python bench/profile_engine.py --tokens 1000 --paired 120    # runtime vs baseline, pairs
     python bench/profile_engine.py --paired 60 --pair thread     # a thread vs the main thread
     python bench/profile_engine.py --tokens 4000 --no-step       # the Python around the step
+    python bench/profile_engine.py --tokens 3000 --no-step --stand-in 150 300  # a GPU's step
 
 Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
 - `mlx_lm.generate_step` alone: the model's step, no text (what the runtime cannot go below),
@@ -19,7 +20,9 @@ Rows, each in us/token and against in-process `mlx_lm.stream_generate`:
 the work around the model's step instead: the runtime process, the engine with its sink
 and writer, and `stream_generate`, each with the step replaced by one that returns a fixed
 token cycle at once (what per-token Python each adds; it costs most where the step is
-fastest, a GPU).
+fastest, a GPU). `--stand-in HOLD_US RELEASE_US` gives that step a GPU's shape instead:
+the GIL held while the graph is built, then released while MLX launches and waits, so
+what the runtime does on other threads meanwhile is measured as it overlaps there.
 The table's last line gives the runtime process against the baseline within each round,
 and their median.
 """
@@ -234,27 +237,48 @@ def _paired(model_dir: Path, tokens: int, bias: bool, seconds: float, pair: str)
             reference, served = baseline(), measured()
         costs.append(1e6 / served - 1e6 / reference)
         ratios.append(served / reference)
+        if len(costs) % 10 == 0:  # so that a run cut short still says something
+            _report_pairs(costs, ratios, tokens, names)
     if pair == "process":
         runtime.close()
+    _report_pairs(costs, ratios, tokens, names)
+
+
+def _report_pairs(
+    costs: list[float], ratios: list[float], tokens: int, names: tuple[str, str]
+) -> None:
     quartiles = statistics.quantiles(costs, n=4) if len(costs) > 1 else costs * 3
     print(
         f"paired, {len(costs)} pairs of {tokens} tokens: {names[0]} over {names[1]} "
         f"median {statistics.median(costs):+.0f} us/token (quartiles {quartiles[0]:+.0f}, "
-        f"{quartiles[2]:+.0f}); ratio median {statistics.median(ratios):.3f}x"
+        f"{quartiles[2]:+.0f}); ratio median {statistics.median(ratios):.3f}x",
+        flush=True,
     )
 
 
-def _remove_model_step() -> None:
+def _remove_model_step(hold_us: float = 0.0, release_us: float = 0.0) -> None:
     """Replace the model's step, the runtime's (SoloDecoder) and mlx-lm's (generate_step),
-    by one that returns the next of a fixed cycle of tokens at once."""
+    by one that returns the next of a fixed cycle of tokens. With `hold_us` and
+    `release_us` it stands in for a fast GPU's step: it holds the GIL that long (Python
+    building the graph) and then releases it that long (MLX launching the step and
+    waiting for the device), so work on other threads can overlap the second part."""
     import mlx.core as mx
 
     from mlx_serving.engine import solo_decoder
 
     cycle = [100 + (i * 7) % 50 for i in range(64)]
     logprobs = mx.zeros((8,))
+    hold_s, release_s = hold_us * 1e-6, release_us * 1e-6
+
+    def stand_in() -> None:
+        started = time.perf_counter()
+        while time.perf_counter() - started < hold_s:
+            pass
+        if release_s:
+            time.sleep(release_s)
 
     def step(self: Any) -> tuple[int, Any, Any]:
+        stand_in()
         self.generated += 1
         token = cycle[self.generated % len(cycle)]
         return token, logprobs, self._verdict(token)
@@ -266,6 +290,7 @@ def _remove_model_step() -> None:
 
     def generate_step(prompt: Any, model: Any, *args: Any, max_tokens: int = 256, **_: Any) -> Any:
         for n in range(max_tokens):
+            stand_in()
             yield cycle[(n + 1) % len(cycle)], logprobs
 
     import mlx_lm  # noqa: F401  (mlx_lm.generate is then the module, not the function)
@@ -275,13 +300,16 @@ def _remove_model_step() -> None:
     sys.modules["mlx_lm.generate"].generate_step = generate_step  # type: ignore[attr-defined]
 
 
-def _without_step(model_dir: Path, tokens: int, rounds: int) -> None:
+def _without_step(model_dir: Path, tokens: int, rounds: int, stand_in: list[float]) -> None:
     """The work around the step alone: the runtime process, the engine + sink + writer row
-    and `stream_generate`, each with the step removed; median over `rounds` of us/token."""
+    and `stream_generate`, each with the step removed (or a stand-in for it, `stand_in`:
+    microseconds holding and releasing the GIL); median over `rounds` of us/token."""
     import mlx_lm
 
-    runtime = _RuntimeProcess(model_dir, [__file__, "--serve-without-step"])
-    _remove_model_step()
+    hold, release = stand_in
+    command = [__file__, "--serve-without-step", str(hold), str(release)]
+    runtime = _RuntimeProcess(model_dir, command)
+    _remove_model_step(hold, release)
     model, tokenizer = _loaded(model_dir)
     runtime.rate(tokens, False)
     process, engine, reference = [], [], []
@@ -292,10 +320,15 @@ def _without_step(model_dir: Path, tokens: int, rounds: int) -> None:
         count = sum(1 for _ in mlx_lm.stream_generate(model, tokenizer, "hi", max_tokens=tokens))
         reference.append((time.perf_counter() - started) / count * 1e6)
     runtime.close()
+    step = f"a stand-in step ({hold:g} us held, {release:g} released)" if any(stand_in) else ""
     print(f"model step removed, {tokens} tokens, median of {rounds} rounds, us/token:")
+    if step:
+        print(f"(in its place {step})")
     print(f"| runtime process, read over a pipe | {statistics.median(process):.1f} |")
     print(f"| engine + sink + writer | {statistics.median(engine):.1f} |")
     print(f"| mlx_lm.stream_generate | {statistics.median(reference):.1f} |")
+    over = [served - base for served, base in zip(process, reference, strict=True)]
+    print(f"runtime process over stream_generate, median of rounds: {statistics.median(over):+.1f}")
 
 
 def _step_rate(model_dir: Path, tokens: int, bias: bool, in_thread: bool) -> float:
@@ -399,14 +432,15 @@ def _loaded(model_dir: Path) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if (argv if argv is not None else sys.argv[1:]) == ["--serve-without-step"]:
+    given = argv if argv is not None else sys.argv[1:]
+    if given[:1] == ["--serve-without-step"]:
         # The runtime process of --no-step: `python -m mlx_serving`, its step removed.
         import runpy
 
         from mlx_serving.native_bridge.blas import preload_optimized_blas
 
         preload_optimized_blas("auto")  # before mlx, as the runtime's own start does
-        _remove_model_step()
+        _remove_model_step(*(float(us) for us in given[1:3]))
         sys.argv = [sys.argv[0]]
         runpy.run_module("mlx_serving", run_name="__main__")
         return 0
@@ -433,6 +467,15 @@ def main(argv: list[str] | None = None) -> int:
         "on a thread against the main thread",
     )
     parser.add_argument("--no-step", action="store_true", help="only the work around the step")
+    parser.add_argument(
+        "--stand-in",
+        type=float,
+        nargs=2,
+        default=[0.0, 0.0],
+        metavar=("HOLD_US", "RELEASE_US"),
+        help="with --no-step: a step that holds the GIL HOLD_US, then releases it RELEASE_US "
+        "(a fast GPU's step: graph building, then launch and wait)",
+    )
     args = parser.parse_args(argv)
 
     from mlx_serving.native_bridge.blas import preload_optimized_blas
@@ -449,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         _paired(model_dir, n, bias, args.paired, args.pair)
         return 0
     if args.no_step:
-        _without_step(model_dir, n, max(args.rounds, 5))
+        _without_step(model_dir, n, max(args.rounds, 5), args.stand_in)
         return 0
     layers: list[tuple[str, Any]] = [
         ("mlx_lm.stream_generate (baseline)", lambda: _reference_rate(model_dir, n, bias)),
