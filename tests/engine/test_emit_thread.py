@@ -121,3 +121,19 @@ def test_a_final_event_made_later_settles_the_stream_for_the_outbox() -> None:
     outbox.end_unfinished({})
     outbox.close(timeout=5)
     assert seen == [final]
+
+
+def test_what_is_emitted_after_the_outbox_closed_still_reaches_the_sink() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class ListSink:
+        def emit(self, notifications: list[tuple[str, Any]]) -> None:
+            seen.extend(notifications)
+
+    outbox = StreamOutbox(ListSink(), on_thread=True)
+    first = _chunk(1)
+    outbox.emit([first])
+    outbox.close(timeout=5)
+    late = ("stream.event", StreamCompleted(stream_id="s", finish_reason="cancelled"))
+    outbox.emit([late])  # a stream started after the stop, ended at once
+    assert seen == [first, late]

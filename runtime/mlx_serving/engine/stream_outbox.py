@@ -68,9 +68,13 @@ class StreamOutbox:
             self._sink.emit(made(out))
 
     def close(self, timeout: float = 2.0) -> None:
-        """Let what was emitted reach the sink (for at most `timeout` seconds)."""
-        if self._thread is not None:
-            self._thread.close(timeout)
+        """Let what was emitted reach the sink (for at most `timeout` seconds). What is
+        emitted later (a stream started after the scheduler stopped still gets its final
+        event) goes to the sink at once."""
+        with self._emit_lock:
+            if self._thread is not None:
+                self._thread.close(timeout)
+                self._thread = None
 
 
 def _ends(item: Outgoing) -> str | None:
