@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import msgspec
@@ -14,24 +15,29 @@ from mlx_serving.engine.stream import StreamRequest
 from mlx_serving.engine.stream_output import ActiveStream, TextWork, made
 
 
+def _stream(loaded: Any, max_tokens: int, stop: list[str], logprobs: bool = False) -> ActiveStream:
+    request = StreamRequest(
+        stream_id="s",
+        model=loaded,
+        prompt_tokens=[1],
+        max_tokens=max_tokens,
+        sampler=lambda x: x,
+        logits_processors=[],
+        stop_sequences=stop,
+        stop_token_ids=frozenset(),
+        logprobs=logprobs,
+    )
+    return ActiveStream(
+        request=request, assembler=TextAssembler(loaded.tokenizer.detokenizer, stop)
+    )
+
+
 def test_stop_sequence_completed_by_the_final_flush_ends_with_stop(llama_dir: Path) -> None:
     loaded = load_model(
         "llama", llama_dir, context_length=None, trust_remote_code=False, draft=False
     )
     tokens = loaded.tokenizer.encode(": ", add_special_tokens=False)
-    request = StreamRequest(
-        stream_id="s",
-        model=loaded,
-        prompt_tokens=[1],
-        max_tokens=len(tokens),
-        sampler=lambda x: x,
-        logits_processors=[],
-        stop_sequences=[": "],
-        stop_token_ids=frozenset(),
-    )
-    stream = ActiveStream(
-        request=request, assembler=TextAssembler(loaded.tokenizer.detokenizer, [": "])
-    )
+    stream = _stream(loaded, len(tokens), [": "])
     out: list = []
     for token in tokens:
         stream.count_token()
@@ -52,20 +58,7 @@ def test_text_made_later_is_the_text_made_at_once(llama_dir: Path) -> None:
     tokens = loaded.tokenizer.encode("héllo wörld, ünïcode 日本語 text", add_special_tokens=False)
 
     def run(later: bool) -> list:
-        request = StreamRequest(
-            stream_id="s",
-            model=loaded,
-            prompt_tokens=[1],
-            max_tokens=len(tokens),
-            sampler=lambda x: x,
-            logits_processors=[],
-            stop_sequences=[],
-            stop_token_ids=frozenset(),
-            logprobs=True,
-        )
-        stream = ActiveStream(
-            request=request, assembler=TextAssembler(loaded.tokenizer.detokenizer, [])
-        )
+        stream = _stream(loaded, len(tokens), [], logprobs=True)
         assert stream.text_later
         stream.text_later = later
         out: list = []
