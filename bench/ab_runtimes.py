@@ -1,15 +1,18 @@
-"""Two runtime trees (two commits) and in-process `mlx_lm.stream_generate`, timed in
-rotating triples on one model: what a change did to the cost per token, on a host whose
-speed drifts more between runs than the change moves it.
+"""Runtime trees (commits, or one tree under different settings) and in-process
+`mlx_lm.stream_generate`, timed in rotating rounds on one model: what a change did to the
+cost per token, on a host whose speed drifts more between runs than the change moves it.
 
     git archive <old> runtime | tar -x -C /tmp/old
     python bench/ab_runtimes.py --old /tmp/old/runtime --new runtime --seconds 170
+    python bench/ab_runtimes.py --runtime a=runtime --runtime b=runtime:SOME_VAR=1
 
-Each triple times one greedy stream of --tokens through each runtime process (request to
+Each round times one greedy stream of --tokens through each runtime process (request to
 final event, read over its pipe) and through `stream_generate`, the order rotating and
-reversing; the report (every 9 triples, so a run cut short still says something) gives
-the median per-token difference within triples, with quartiles, and the median ratio.
-A tree is chosen by PYTHONPATH: an editable install of the project shadows it.
+reversing; the report (every 9 rounds, so a run cut short still says something) gives,
+for each runtime, the median per-token difference to `stream_generate` and to the first
+runtime within rounds, with quartiles, and the median ratio. A tree is chosen by
+PYTHONPATH (an editable install of the project shadows it); `NAME=TREE:KEY=VALUE,...`
+also sets environment variables for that runtime's process.
 """
 
 from __future__ import annotations
@@ -31,21 +34,31 @@ sys.path.insert(0, str(REPO_ROOT / "bench"))
 from profile_engine import _RuntimeProcess  # noqa: E402  (after the paths it needs)
 
 
-def _runtime(tree: str, model_dir: Path) -> _RuntimeProcess:
-    """`python -m mlx_serving` from one tree (first on PYTHONPATH), the model loaded."""
-    path = os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")])
-    return _RuntimeProcess(model_dir, env={"PYTHONPATH": path})
+def _runtime(spec: str, model_dir: Path) -> _RuntimeProcess:
+    """`python -m mlx_serving` from one tree (first on PYTHONPATH), the model loaded.
+    `spec`: TREE or TREE:KEY=VALUE,..."""
+    tree, _, assignments = spec.partition(":")
+    env = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+    env["PYTHONPATH"] = os.pathsep.join([tree, os.environ.get("PYTHONPATH", "")])
+    return _RuntimeProcess(model_dir, env=env)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--old", required=True, help="the old tree's runtime/ folder")
-    parser.add_argument("--new", required=True, help="the new tree's runtime/ folder")
+    parser.add_argument("--old", help="the old tree's runtime/ folder (runtime 'old')")
+    parser.add_argument("--new", help="the new tree's runtime/ folder (runtime 'new')")
+    parser.add_argument(
+        "--runtime", action="append", default=[], help="NAME=TREE[:KEY=VALUE,...], repeatable"
+    )
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--tokens", type=int, default=1000)
     parser.add_argument("--hidden", type=int, default=64, help="64 x 2 layers: the tiny model")
     parser.add_argument("--layers", type=int, default=2)
     args = parser.parse_args()
+    specs = [f"old={args.old}"] * bool(args.old) + [f"new={args.new}"] * bool(args.new)
+    specs += args.runtime
+    if not specs:
+        parser.error("name at least one runtime (--old/--new or --runtime)")
 
     from mlx_serving.native_bridge.blas import preload_optimized_blas
 
@@ -65,12 +78,10 @@ def main() -> int:
         stream = mlx_lm.stream_generate(model, tokenizer, "hello", max_tokens=args.tokens)
         return sum(1 for _ in stream) / (time.perf_counter() - started)
 
-    old, new = _runtime(args.old, model_dir), _runtime(args.new, model_dir)
-    timers: dict[str, Callable[[], float]] = {
-        "ref": reference,
-        "old": partial(old.rate, args.tokens, False),
-        "new": partial(new.rate, args.tokens, False),
-    }
+    runtimes = {name: _runtime(spec, model_dir) for name, spec in map(_named, specs)}
+    timers: dict[str, Callable[[], float]] = {"ref": reference}
+    for name, runtime in runtimes.items():
+        timers[name] = partial(runtime.rate, args.tokens, False)
     for timer in timers.values():
         timer()  # the first stream pays for compiling the step
     rates: dict[str, list[float]] = {name: [] for name in timers}
@@ -84,34 +95,44 @@ def main() -> int:
     def ratio(a: str) -> float:
         return statistics.median(x / r for x, r in zip(rates[a], rates["ref"], strict=True))
 
+    first = next(iter(runtimes))
+
     def report() -> None:
         baseline = 1e6 / statistics.median(rates["ref"])
-        print(
+        lines = [
             f"llama h{args.hidden} L{args.layers}, {args.tokens} tokens, {len(rates['ref'])} "
-            f"triples; stream_generate median {baseline:.0f} us/token\n"
-            f"  old runtime over stream_generate: {cost('old', 'ref')}; ratio {ratio('old'):.3f}x\n"
-            f"  new runtime over stream_generate: {cost('new', 'ref')}; ratio {ratio('new'):.3f}x\n"
-            f"  new minus old: {cost('new', 'old')}",
-            flush=True,
-        )
+            f"rounds; stream_generate median {baseline:.0f} us/token"
+        ]
+        for name in runtimes:
+            lines.append(
+                f"  {name} over stream_generate: {cost(name, 'ref')}; ratio {ratio(name):.3f}x"
+            )
+            if name != first:
+                lines.append(f"  {name} minus {first}: {cost(name, first)}")
+        print("\n".join(lines), flush=True)
 
     names = list(timers)
     stop = time.monotonic() + args.seconds
-    triple = 0
+    done = 0
     while time.monotonic() < stop:
-        order = names[triple % 3 :] + names[: triple % 3]
-        if (triple // 3) % 2:
+        order = names[done % len(names) :] + names[: done % len(names)]
+        if (done // len(names)) % 2:
             order.reverse()
         measured = {name: timers[name]() for name in order}
         for name in names:
             rates[name].append(measured[name])
-        triple += 1
-        if triple % 9 == 0:
+        done += 1
+        if done % 9 == 0:
             report()
     report()
-    old.close()
-    new.close()
+    for runtime in runtimes.values():
+        runtime.close()
     return 0
+
+
+def _named(spec: str) -> tuple[str, str]:
+    name, _, tree = spec.partition("=")
+    return name, tree
 
 
 if __name__ == "__main__":
