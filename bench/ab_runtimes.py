@@ -62,6 +62,9 @@ def main() -> int:
     specs += args.runtime
     if not specs:
         parser.error("name at least one runtime (--old/--new or --runtime)")
+    given = [name for name, _ in map(_named, specs)]
+    if len(set(given)) < len(given) or "ref" in given:
+        parser.error(f"runtime names must differ, and not be 'ref': {given}")
 
     from mlx_serving.native_bridge.blas import preload_optimized_blas
 
@@ -101,8 +104,8 @@ def main() -> int:
     def best(a: str) -> str:
         # The fastest round of each: on a host whose stalls only ever add time, the
         # estimate that those stalls move least.
-        fastest, reference = 1e6 / max(rates[a]), 1e6 / max(rates["ref"])
-        return f"best rounds {fastest:.0f} against {reference:.0f} us/token"
+        fastest, baseline = 1e6 / max(rates[a]), 1e6 / max(rates["ref"])
+        return f"best rounds {fastest:.0f} against {baseline:.0f} us/token"
 
     first = next(iter(runtimes))
 
@@ -121,7 +124,7 @@ def main() -> int:
                 lines.append(f"  {name} minus {first}: {cost(name, first)}")
         print("\n".join(lines), flush=True)
 
-    names = list(timers)
+    names = list(timers)  # "ref" first, then the runtimes
     stop = time.monotonic() + args.seconds
     done = 0
     while time.monotonic() < stop:
