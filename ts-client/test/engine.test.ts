@@ -14,7 +14,7 @@ import {
   type StatsChunk,
   type TokenChunk,
 } from '../src/index.js';
-import { eventually, makeModel, startEngine } from './support/runtime.js';
+import { eventually, makeModel, noEos, startEngine } from './support/runtime.js';
 
 const MODEL = 'tiny';
 
@@ -133,8 +133,9 @@ describe('engine against the Python runtime', () => {
 
   test('abort cancels one stream with finish reason cancelled; a concurrent one completes', async () => {
     const controller = new AbortController();
+    const logit_bias = await noEos(engine, MODEL);
     const long = engine.createGenerator(
-      { model_id: MODEL, prompt: 'Write forever.', max_tokens: 4000, temperature: 0.8 },
+      { model_id: MODEL, prompt: 'Write forever.', max_tokens: 4000, temperature: 0.8, logit_bias },
       { signal: controller.signal },
     );
     const short = engine.generate({ model_id: MODEL, prompt: 'Be brief.', max_tokens: 16, temperature: 0 });
@@ -157,8 +158,9 @@ describe('engine against the Python runtime', () => {
 
   test('an abort before the runtime acknowledged the stream cancels it once acknowledged', async () => {
     const controller = new AbortController();
+    const logit_bias = await noEos(engine, MODEL);
     const generation = engine.createGenerator(
-      { model_id: MODEL, prompt: 'Write forever.', max_tokens: 4000, temperature: 0.8 },
+      { model_id: MODEL, prompt: 'Write forever.', max_tokens: 4000, temperature: 0.8, logit_bias },
       { signal: controller.signal },
     );
     await new Promise((resolve) => setImmediate(resolve)); // `generate` is sent, not yet answered
@@ -180,7 +182,8 @@ describe('engine against the Python runtime', () => {
   });
 
   test('breaking out of the loop cancels the stream on the runtime', async () => {
-    for await (const chunk of engine.createGenerator({ model_id: MODEL, prompt: 'Go on.', max_tokens: 4000, temperature: 0.8 })) {
+    const logit_bias = await noEos(engine, MODEL);
+    for await (const chunk of engine.createGenerator({ model_id: MODEL, prompt: 'Go on.', max_tokens: 4000, temperature: 0.8, logit_bias })) {
       if (chunk.type === 'token') break;
     }
     await eventually(async () => (await engine.runtimeState()).active_streams === 0, 5_000, 'the stream to end');

@@ -16,7 +16,7 @@ import {
   RuntimeExitedError,
   type RuntimeStatus,
 } from '../src/index.js';
-import { eventually, fakeRuntimeOptions, makeModel, startEngine } from './support/runtime.js';
+import { eventually, fakeRuntimeOptions, makeModel, noEos, startEngine } from './support/runtime.js';
 
 const MODEL = 'tiny';
 
@@ -39,7 +39,13 @@ describe('kill -9 of the runtime mid-stream (Python runtime)', () => {
       await engine.loadModel({ model_id: MODEL, local_path: modelDir });
       const firstPid = engine.pid!;
 
-      const generation = engine.createGenerator({ model_id: MODEL, prompt: 'Keep going.', max_tokens: 4000, temperature: 0.8 });
+      const generation = engine.createGenerator({
+        model_id: MODEL,
+        prompt: 'Keep going.',
+        max_tokens: 4000,
+        temperature: 0.8,
+        logit_bias: await noEos(engine, MODEL),
+      });
       const iterator = generation[Symbol.asyncIterator]();
       assert.equal((await iterator.next()).value?.type, 'token', 'the stream is running');
 

@@ -51,6 +51,15 @@ export async function makeModel(): Promise<string> {
   return dir;
 }
 
+/** A logit bias that bans the test model's end token (`<|im_end|>`): a stream sampled at a
+ * temperature then runs until it is stopped or reaches max_tokens, never ending by chance
+ * before the test is done with it. */
+export async function noEos(engine: Engine, modelId: string): Promise<Record<string, number>> {
+  const { tokens } = await engine.tokenize({ model_id: modelId, text: '<|im_end|>' });
+  if (tokens.length !== 1) throw new Error(`<|im_end|> is ${tokens.length} tokens, not one`);
+  return { [tokens[0]!]: -100 };
+}
+
 export async function startEngine(extra: EngineOptions = {}): Promise<Engine> {
   return createEngine(realRuntimeOptions(extra));
 }
