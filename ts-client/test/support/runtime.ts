@@ -1,7 +1,8 @@
 /**
  * What the tests share: how to launch the real runtime (env MLX_SERVING_PYTHON and
  * MLX_SERVING_PYTHONPATH, else the library's defaults: a local venv and the checkout's
- * runtime/), a generated test model, and the fake runtime for protocol-violation tests.
+ * runtime/), a generated test model (and a bias that keeps it from ending a stream by
+ * chance), and the fake runtime for protocol-violation tests.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
