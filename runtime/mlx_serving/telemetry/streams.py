@@ -92,11 +92,9 @@ class StreamObserver:
                 # Most batches: one stream's token. It is observed on every token, so the
                 # general path's bookkeeping would be a large part of a token's work.
                 with self._lock:
-                    live = self._live_stream(params.stream_id)
-                    gap = None if live.last_chunk_at is None else now - live.last_chunk_at
-                    live.last_chunk_at = now
-                if gap is not None:
-                    self._inter_token_latency.observe(gap)
+                    lone = self._chunks_sent(params.stream_id, 1, now)
+                if lone:
+                    self._inter_token_latency.observe(lone[0])
                 return []
         gaps: list[float] = []
         events: list[Notification] = []
@@ -126,13 +124,17 @@ class StreamObserver:
 
     def _flush_chunks(self, per_stream: dict[str, int], now: float, gaps: list[float]) -> None:
         for stream_id, count in per_stream.items():
-            live = self._live_stream(stream_id)
-            if live.last_chunk_at is None:
-                gaps.extend([0.0] * (count - 1))
-            else:
-                gaps.extend([(now - live.last_chunk_at) / count] * count)
-            live.last_chunk_at = now
+            gaps.extend(self._chunks_sent(stream_id, count, now))
         per_stream.clear()
+
+    def _chunks_sent(self, stream_id: str, count: int, now: float) -> list[float]:
+        """The gaps of `count` chunks of one stream sent together at `now` (under _lock):
+        they share the time since its previous batch; its first chunk has none."""
+        live = self._live_stream(stream_id)
+        last, live.last_chunk_at = live.last_chunk_at, now
+        if last is None:
+            return [0.0] * (count - 1)
+        return [(now - last) / count] * count
 
     def _live_stream(self, stream_id: str) -> _Live:
         """The stream a chunk was sent for, no longer waiting (under _lock)."""
