@@ -33,7 +33,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "runtime"))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 
-from profile_engine import _RuntimeProcess  # noqa: E402  (after the paths it needs)
+from profile_engine import (  # noqa: E402  (after the paths it needs)
+    _reference_rate,
+    _RuntimeProcess,
+    spread,
+)
 
 
 def _runtime(spec: str, model_dir: Path) -> _RuntimeProcess:
@@ -69,22 +73,14 @@ def main() -> int:
     from mlx_serving.native_bridge.blas import preload_optimized_blas
 
     preload_optimized_blas("auto")  # before mlx, as the runtime does
-    import mlx_lm
-
     from mlx_serving.testing import make_model
 
     workdir = Path(tempfile.mkdtemp(prefix="ab-runtimes-"))
     model_dir = make_model(
         workdir / "model", "llama", hidden_size=args.hidden, num_layers=args.layers, seed=3
     )
-    model, tokenizer = mlx_lm.load(str(model_dir))
-
-    def reference() -> float:
-        started = time.perf_counter()
-        stream = mlx_lm.stream_generate(model, tokenizer, "hello", max_tokens=args.tokens)
-        return sum(1 for _ in stream) / (time.perf_counter() - started)
-
     runtimes = {name: _runtime(spec, model_dir) for name, spec in map(_named, specs)}
+    reference = partial(_reference_rate, model_dir, args.tokens, False)  # stream_generate
     timers: dict[str, Callable[[], float]] = {"ref": reference}
     for name, runtime in runtimes.items():
         timers[name] = partial(runtime.rate, args.tokens, False)
@@ -93,10 +89,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {name: [] for name in timers}
 
     def cost(a: str, b: str) -> str:
-        diffs = [1e6 / x - 1e6 / y for x, y in zip(rates[a], rates[b], strict=True)]
-        low, _, high = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else diffs * 3
-        median = statistics.median(diffs)
-        return f"median {median:+.0f} us/token (quartiles {low:+.0f}, {high:+.0f})"
+        return spread([1e6 / x - 1e6 / y for x, y in zip(rates[a], rates[b], strict=True)])
 
     def ratio(a: str) -> float:
         return statistics.median(x / r for x, r in zip(rates[a], rates["ref"], strict=True))

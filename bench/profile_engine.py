@@ -247,13 +247,17 @@ def _paired(model_dir: Path, tokens: int, bias: bool, seconds: float, pair: str)
 def _report_pairs(
     costs: list[float], ratios: list[float], tokens: int, names: tuple[str, str]
 ) -> None:
-    quartiles = statistics.quantiles(costs, n=4) if len(costs) > 1 else costs * 3
     print(
         f"paired, {len(costs)} pairs of {tokens} tokens: {names[0]} over {names[1]} "
-        f"median {statistics.median(costs):+.0f} us/token (quartiles {quartiles[0]:+.0f}, "
-        f"{quartiles[2]:+.0f}); ratio median {statistics.median(ratios):.3f}x",
+        f"{spread(costs)}; ratio median {statistics.median(ratios):.3f}x",
         flush=True,
     )
+
+
+def spread(costs: list[float]) -> str:
+    """Per-token differences measured in pairs (or rounds): their median and quartiles."""
+    low, _, high = statistics.quantiles(costs, n=4) if len(costs) > 1 else costs * 3
+    return f"median {statistics.median(costs):+.0f} us/token (quartiles {low:+.0f}, {high:+.0f})"
 
 
 def _remove_model_step(hold_us: float = 0.0, release_us: float = 0.0) -> None:
