@@ -40,6 +40,16 @@ class GatedSink:
         self.seen.extend(params.token_id for _, params in notifications)
 
 
+class ListSink:
+    """Records every notification it is given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    def emit(self, notifications: list[tuple[str, Any]]) -> None:
+        self.seen.extend(notifications)
+
+
 def test_batches_reach_the_sink_in_order_and_the_callers_list_is_its_own() -> None:
     sink = GatedSink()
     emitter = EmitThread(sink)
@@ -108,32 +118,22 @@ def test_a_sink_failure_is_raised_to_the_next_poster_once() -> None:
 def test_a_final_event_made_later_settles_the_stream_for_the_outbox() -> None:
     """At shutdown the outbox ends the streams still owing a final event; one whose final
     event is queued as text work owes nothing, and gets no second one."""
-    seen: list[tuple[str, Any]] = []
-
-    class ListSink:
-        def emit(self, notifications: list[tuple[str, Any]]) -> None:
-            seen.extend(notifications)
-
-    outbox = StreamOutbox(ListSink(), on_thread=True)
+    sink = ListSink()
+    outbox = StreamOutbox(sink, on_thread=True)
     outbox.track(cast(StreamRequest, SimpleNamespace(stream_id="s")))
     final = ("stream.event", StreamCompleted(stream_id="s", finish_reason="length"))
     outbox.emit([TextWork(lambda out: out.append(final), ends="s")])
     outbox.end_unfinished({})
     outbox.close(timeout=5)
-    assert seen == [final]
+    assert sink.seen == [final]
 
 
 def test_what_is_emitted_after_the_outbox_closed_still_reaches_the_sink() -> None:
-    seen: list[tuple[str, Any]] = []
-
-    class ListSink:
-        def emit(self, notifications: list[tuple[str, Any]]) -> None:
-            seen.extend(notifications)
-
-    outbox = StreamOutbox(ListSink(), on_thread=True)
+    sink = ListSink()
+    outbox = StreamOutbox(sink, on_thread=True)
     first = _chunk(1)
     outbox.emit([first])
     outbox.close(timeout=5)
     late = ("stream.event", StreamCompleted(stream_id="s", finish_reason="cancelled"))
     outbox.emit([late])  # a stream started after the stop, ended at once
-    assert seen == [first, late]
+    assert sink.seen == [first, late]

@@ -8,11 +8,17 @@ from typing import Any
 import mlx.core as mx
 import msgspec
 import msgspec.structs
+import pytest
 
 from mlx_serving.engine.detokenize import TextAssembler
-from mlx_serving.engine.loader import load_model
+from mlx_serving.engine.loader import LoadedModel, load_model
 from mlx_serving.engine.stream import StreamRequest
 from mlx_serving.engine.stream_output import ActiveStream, TextWork, made
+
+
+@pytest.fixture(scope="module")
+def loaded(llama_dir: Path) -> LoadedModel:
+    return load_model("llama", llama_dir, context_length=None, trust_remote_code=False, draft=False)
 
 
 def _stream(loaded: Any, max_tokens: int, stop: list[str], logprobs: bool = False) -> ActiveStream:
@@ -32,10 +38,7 @@ def _stream(loaded: Any, max_tokens: int, stop: list[str], logprobs: bool = Fals
     )
 
 
-def test_stop_sequence_completed_by_the_final_flush_ends_with_stop(llama_dir: Path) -> None:
-    loaded = load_model(
-        "llama", llama_dir, context_length=None, trust_remote_code=False, draft=False
-    )
+def test_stop_sequence_completed_by_the_final_flush_ends_with_stop(loaded: LoadedModel) -> None:
     tokens = loaded.tokenizer.encode(": ", add_special_tokens=False)
     stream = _stream(loaded, len(tokens), [": "])
     out: list = []
@@ -49,12 +52,9 @@ def test_stop_sequence_completed_by_the_final_flush_ends_with_stop(llama_dir: Pa
     assert "".join(c.token for name, c in out if name == "stream.chunk") == ""
 
 
-def test_text_made_later_is_the_text_made_at_once(llama_dir: Path) -> None:
+def test_text_made_later_is_the_text_made_at_once(loaded: LoadedModel) -> None:
     """A stream without stop sequences hands out TextWork; run in order (made), it gives
     exactly the notifications the stream would have made on the spot."""
-    loaded = load_model(
-        "llama", llama_dir, context_length=None, trust_remote_code=False, draft=False
-    )
     tokens = loaded.tokenizer.encode("héllo wörld, ünïcode 日本語 text", add_special_tokens=False)
 
     def run(later: bool) -> list:
