@@ -99,27 +99,18 @@ def make_models(root: Path, hidden: int, layers: int) -> dict[str, Path]:
 # -- in-process mlx-lm ----------------------------------------------------------------------
 
 
-class InProcessDecoder:
-    """`mlx_lm.stream_generate` in a child process that keeps its model loaded, so its
-    streams can alternate with the runtime's in the same minutes: on a host whose speed
-    drifts between minutes, best-of figures taken a phase apart compare the drift."""
+class LineTimer:
+    """A child process that keeps its model loaded and times one stream per line it reads
+    (that stream's max_tokens), writing back its decode tok/s: so its streams can alternate
+    with the runtime's in the same minutes. On a host whose speed drifts between minutes,
+    figures taken a phase apart compare the drift."""
 
-    def __init__(self, model_dir: Path) -> None:
-        code = PRELOAD + (
-            "import json, sys, time; from mlx_lm import load, stream_generate\n"
-            f"m, t = load({str(model_dir)!r})\n"
-            "for line in sys.stdin:\n"
-            "    stamps = []\n"
-            f"    for r in stream_generate(m, t, {PROMPT!r}, max_tokens=int(line)):\n"
-            "        stamps.append(time.perf_counter())\n"
-            "    print(json.dumps((len(stamps) - 1) / (stamps[-1] - stamps[0])), flush=True)\n"
-        )
+    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
 
     def rate(self, tokens: int) -> float:
-        """Decode tok/s of one stream, timed per token like a client would."""
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(f"{tokens}\n")
         self._proc.stdin.flush()
@@ -128,7 +119,21 @@ class InProcessDecoder:
     def close(self) -> None:
         assert self._proc.stdin is not None
         self._proc.stdin.close()
-        self._proc.wait(timeout=30)
+        self._proc.wait(timeout=60)
+
+
+def inprocess_decoder(model_dir: Path) -> LineTimer:
+    """`mlx_lm.stream_generate`, timed per token like a client would."""
+    code = PRELOAD + (
+        "import json, sys, time; from mlx_lm import load, stream_generate\n"
+        f"m, t = load({str(model_dir)!r})\n"
+        "for line in sys.stdin:\n"
+        "    stamps = []\n"
+        f"    for r in stream_generate(m, t, {PROMPT!r}, max_tokens=int(line)):\n"
+        "        stamps.append(time.perf_counter())\n"
+        "    print(json.dumps((len(stamps) - 1) / (stamps[-1] - stamps[0])), flush=True)\n"
+    )
+    return LineTimer([sys.executable, "-c", code])
 
 
 def alternated_medians(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
@@ -260,35 +265,19 @@ def idle_rss() -> int:
 # -- the TS client --------------------------------------------------------------------------
 
 
-class TsDecoder:
-    """The TS client's streams (bench/ts_stream.mjs, its own runtime), one per `rate`."""
+def ts_available() -> bool:
+    built = (REPO_ROOT / "ts-client" / "dist" / "index.js").exists()
+    return built and shutil.which("node") is not None
 
-    def __init__(self, model_dir: Path) -> None:
-        script = REPO_ROOT / "bench" / "ts_stream.mjs"
-        env = {**os.environ, "MLX_SERVING_PYTHON": sys.executable}
-        self._proc = subprocess.Popen(
-            ["node", str(script), str(model_dir), PROMPT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
 
-    @staticmethod
-    def available() -> bool:
-        built = (REPO_ROOT / "ts-client" / "dist" / "index.js").exists()
-        return built and shutil.which("node") is not None
+def ts_decoder(model_dir: Path) -> LineTimer:
+    """The TS client's streams (bench/ts_stream.mjs, with a runtime of its own)."""
+    script = REPO_ROOT / "bench" / "ts_stream.mjs"
+    env = {**os.environ, "MLX_SERVING_PYTHON": sys.executable}
+    return LineTimer(["node", str(script), str(model_dir), PROMPT], env)
 
-    def rate(self, tokens: int) -> float:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(f"{tokens}\n")
-        self._proc.stdin.flush()
-        return float(self._proc.stdout.readline())
 
-    def close(self) -> None:
-        assert self._proc.stdin is not None
-        self._proc.stdin.close()
-        self._proc.wait(timeout=60)
+# -- mlx_lm.server --------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -401,14 +390,14 @@ def main(argv: list[str] | None = None) -> int:
             client = stack.enter_context(RuntimeClient())
             client.call("load_model", {"model_id": "main", "local_path": str(models["main"])})
             client.call("load_model", {"model_id": "tiny", "local_path": str(models["tiny"])})
-            base = stack.enter_context(closing(InProcessDecoder(models["main"])))
+            base = stack.enter_context(closing(inprocess_decoder(models["main"])))
             timers = {
                 "base": partial(base.rate, tokens),
                 "python": partial(runtime_decode, client, "main", tokens),
             }
-            if TsDecoder.available():
+            if ts_available():
                 timers["ts"] = partial(
-                    stack.enter_context(closing(TsDecoder(models["main"]))).rate, tokens
+                    stack.enter_context(closing(ts_decoder(models["main"]))).rate, tokens
                 )
             median = alternated_medians(timers, rounds)
             row(
@@ -424,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
             print("per-token overhead", file=sys.stderr)
-            tiny = stack.enter_context(closing(InProcessDecoder(models["tiny"])))
+            tiny = stack.enter_context(closing(inprocess_decoder(models["tiny"])))
             median = alternated_medians(
                 {
                     "base": partial(tiny.rate, 256),
