@@ -33,9 +33,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack, closing
 from functools import partial
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ PRELOAD = (
     "from mlx_serving.native_bridge.blas import preload_optimized_blas\n"
     "preload_optimized_blas('auto')\n"
 ).format(runtime=str(REPO_ROOT / "runtime"))
+# Between one side's aggregate and the other's: what the first does after its streams
+# end (the runtime gives freed memory back once idle) must not land on the second.
+AGGREGATE_SETTLE_S = 1.0
 PROMPT = "def parse_args(argv):\n    parser = argparse.ArgumentParser()"
 
 
@@ -136,16 +140,20 @@ def inprocess_decoder(model_dir: Path) -> LineTimer:
     return LineTimer([sys.executable, "-c", code])
 
 
-def alternated_medians(timers: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+def alternated_medians(
+    timers: Mapping[str, Callable[[], float]], rounds: int, settle_s: float = 0.0
+) -> dict[str, float]:
     """Each timer's median rate over `rounds` rounds that run every timer once, the order
-    rotating; a warm-up round first, not counted. Both sides sample the same minutes, and a
-    median is not one lucky window (a best-of was: its ratios moved 0.96-1.03x here)."""
+    rotating, `settle_s` after each; a warm-up round first, not counted. Both sides sample
+    the same minutes, and a median is not one lucky window (a best-of was: its ratios moved
+    0.96-1.03x here)."""
     names = list(timers)
     rates: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(rounds + 1):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             rate = timers[name]()
+            time.sleep(settle_s)
             if round_:
                 rates[name].append(rate)
     return {name: statistics.median(values) for name, values in rates.items()}
@@ -188,9 +196,9 @@ def runtime_decode(client: RuntimeClient, model_id: str, tokens: int) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def variants(streams: int) -> list[str]:
+def variants(streams: int, round_: int) -> list[str]:
     """Prompts that share all but their last few tokens (the prompt cache serves most)."""
-    return [f"{PROMPT} # variant {i}" for i in range(streams)]
+    return [f"{PROMPT} # variant {round_}.{i}" for i in range(streams)]
 
 
 def distinct(streams: int, seed: int) -> list[str]:
@@ -215,6 +223,28 @@ def runtime_aggregate(
         client.collect(stream_id, timeout=600)["stats"]["tokens_generated"] for stream_id in ids
     )
     return total / (time.perf_counter() - started)
+
+
+def aggregate_medians(
+    server: MlxLmServer,
+    client: RuntimeClient,
+    prompts: Callable[[int], list[str]],
+    tokens: int,
+    rounds: int,
+) -> dict[str, float]:
+    """Both sides' aggregate tok/s over alternated rounds (a warm-up round first), each
+    round's prompts (`prompts(round)`) new and the same to both sides."""
+    server_rounds, runtime_rounds = count(), count()
+    return alternated_medians(
+        {
+            "server": lambda: server.aggregate(prompts(next(server_rounds)), tokens),
+            "runtime": lambda: runtime_aggregate(
+                client, "main", prompts(next(runtime_rounds)), tokens
+            ),
+        },
+        rounds,
+        settle_s=AGGREGATE_SETTLE_S,
+    )
 
 
 def runtime_ttft(
@@ -375,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tokens, args.hidden, args.layers, args.prefix = 24, 256, 4, 600
         args.streams = [1, 4]
     rounds = 1 if args.quick else 9
+    aggregate_rounds = 1 if args.quick else 3
     rows: list[tuple[str, str, float, float, str]] = []
 
     def row(name: str, unit: str, value: float, baseline: float, target: str) -> None:
@@ -441,26 +472,27 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with RuntimeClient() as client:
                 client.call("load_model", {"model_id": "main", "local_path": str(models["main"])})
-                runtime_aggregate(client, "main", variants(2), 4)  # warm-up
                 for n in args.streams:
-                    baseline = server.aggregate(variants(n), args.tokens)
-                    rate = runtime_aggregate(client, "main", variants(n), args.tokens)
+                    median = aggregate_medians(
+                        server, client, partial(variants, n), args.tokens, aggregate_rounds
+                    )
                     row(
                         f"aggregate, {n} streams (vs mlx_lm.server)",
                         "tok/s",
-                        rate,
-                        baseline,
+                        median["runtime"],
+                        median["server"],
                         ">= 1.0",
                     )
                 # Apps' users send unrelated prompts: nothing for a prompt cache to serve.
                 n = max(args.streams)
-                baseline = server.aggregate(distinct(n, seed=1), args.tokens)
-                rate = runtime_aggregate(client, "main", distinct(n, seed=1), args.tokens)
+                median = aggregate_medians(
+                    server, client, partial(distinct, n), args.tokens, aggregate_rounds
+                )
                 row(
                     f"aggregate, {n} distinct prompts (vs mlx_lm.server)",
                     "tok/s",
-                    rate,
-                    baseline,
+                    median["runtime"],
+                    median["server"],
                     ">= 1.0",
                 )
         finally:
