@@ -36,7 +36,6 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, closing
 from functools import partial
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -141,10 +140,11 @@ def inprocess_decoder(model_dir: Path) -> LineTimer:
 
 
 def alternated_medians(
-    timers: Mapping[str, Callable[[], float]], rounds: int, settle_s: float = 0.0
+    timers: Mapping[str, Callable[[int], float]], rounds: int, settle_s: float = 0.0
 ) -> dict[str, float]:
-    """Each timer's median rate over `rounds` rounds that run every timer once, the order
-    rotating, `settle_s` after each; a warm-up round first, not counted. Both sides sample
+    """Each timer's median rate over `rounds` rounds that run every timer once (given the
+    round's number), the order rotating, `settle_s` after each; a warm-up round (0) first,
+    not counted. Both sides sample
     the same minutes, and a median is not one lucky window (a best-of was: its ratios moved
     0.96-1.03x here)."""
     names = list(timers)
@@ -152,7 +152,7 @@ def alternated_medians(
     for round_ in range(rounds + 1):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            rate = timers[name]()
+            rate = timers[name](round_)
             time.sleep(settle_s)
             if round_:
                 rates[name].append(rate)
@@ -234,13 +234,10 @@ def aggregate_medians(
 ) -> dict[str, float]:
     """Both sides' aggregate tok/s over alternated rounds (a warm-up round first), each
     round's prompts (`prompts(round)`) new and the same to both sides."""
-    server_rounds, runtime_rounds = count(), count()
     return alternated_medians(
         {
-            "server": lambda: server.aggregate(prompts(next(server_rounds)), tokens),
-            "runtime": lambda: runtime_aggregate(
-                client, "main", prompts(next(runtime_rounds)), tokens
-            ),
+            "server": lambda round_: server.aggregate(prompts(round_), tokens),
+            "runtime": lambda round_: runtime_aggregate(client, "main", prompts(round_), tokens),
         },
         rounds,
         settle_s=AGGREGATE_SETTLE_S,
@@ -422,14 +419,13 @@ def main(argv: list[str] | None = None) -> int:
             client.call("load_model", {"model_id": "main", "local_path": str(models["main"])})
             client.call("load_model", {"model_id": "tiny", "local_path": str(models["tiny"])})
             base = stack.enter_context(closing(inprocess_decoder(models["main"])))
-            timers = {
-                "base": partial(base.rate, tokens),
-                "python": partial(runtime_decode, client, "main", tokens),
+            timers: dict[str, Callable[[int], float]] = {
+                "base": lambda _: base.rate(tokens),
+                "python": lambda _: runtime_decode(client, "main", tokens),
             }
             if ts_available():
-                timers["ts"] = partial(
-                    stack.enter_context(closing(ts_decoder(models["main"]))).rate, tokens
-                )
+                ts = stack.enter_context(closing(ts_decoder(models["main"])))
+                timers["ts"] = lambda _: ts.rate(tokens)
             median = alternated_medians(timers, rounds)
             row(
                 "decode, 1 stream (Python client)",
@@ -447,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             tiny = stack.enter_context(closing(inprocess_decoder(models["tiny"])))
             median = alternated_medians(
                 {
-                    "base": partial(tiny.rate, 256),
-                    "runtime": partial(runtime_decode, client, "tiny", 256),
+                    "base": lambda _: tiny.rate(256),
+                    "runtime": lambda _: runtime_decode(client, "tiny", 256),
                 },
                 # A stream here takes ~0.2 s, and one OS hiccup moves its rate by percents.
                 rounds * 3,
